@@ -1,0 +1,24 @@
+//! gtadapt — Generate To Adapt (GTA) domain adaptation, a from-scratch training engine.
+//!
+//! Where is what:
+//! - [`tensor`], [`shape`], [`error`]: host tensors (f32, NCHW), shapes, typed errors.
+//! - [`float`]: the scalar trait of the CPU reference ops (f32 for training, f64 for checks)
+//!   and the GEMM they use.
+//! - [`ops`]: one module per op family — CPU reference forward/backward and tape registration.
+//! - [`tape`]: the autograd tape.
+//! - [`rng`]: Philox-4x32-10 counter-based random numbers (same draws on CPU and GPU).
+//! - [`device`]: which backends this machine can run (CUDA driver detection).
+
+pub mod device;
+pub mod error;
+pub mod float;
+pub mod ops;
+pub mod rng;
+pub mod shape;
+pub mod tape;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use shape::Shape;
+pub use tape::{Tape, Var};
+pub use tensor::Tensor;

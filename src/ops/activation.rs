@@ -1,0 +1,176 @@
+//! Elementwise activations: ReLU, LeakyReLU(slope), tanh, sigmoid — forward and backward.
+//! (GPU counterpart: kernels/activation.cu.)
+//!
+//! Gradient conventions follow PyTorch: ReLU and LeakyReLU use the slope of the `x > 0` branch
+//! only for strictly positive inputs (the gradient at 0 is 0 for ReLU, `slope` for LeakyReLU);
+//! tanh and sigmoid differentiate through their output (1 − y², y·(1 − y)).
+
+use crate::error::Result;
+use crate::float::Float;
+use crate::tape::{BackwardOp, Tape, Var};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    LeakyRelu { slope: f32 },
+    Tanh,
+    Sigmoid,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// y = act(x), elementwise.
+    pub fn forward<T: Float>(self, x: &[T]) -> Vec<T> {
+        match self {
+            Activation::Relu => x.iter().map(|&v| if v > T::ZERO { v } else { T::ZERO }).collect(),
+            Activation::LeakyRelu { slope } => {
+                let s = T::from_f64(slope as f64);
+                x.iter().map(|&v| if v > T::ZERO { v } else { v * s }).collect()
+            }
+            Activation::Tanh => x.iter().map(|&v| v.tanh()).collect(),
+            Activation::Sigmoid => x.iter().map(|&v| sigmoid(v)).collect(),
+        }
+    }
+
+    /// dx from the forward input `x`, output `y` and upstream gradient `gy`.
+    pub fn backward<T: Float>(self, x: &[T], y: &[T], gy: &[T]) -> Vec<T> {
+        match self {
+            Activation::Relu => x
+                .iter()
+                .zip(gy)
+                .map(|(&v, &g)| if v > T::ZERO { g } else { T::ZERO })
+                .collect(),
+            Activation::LeakyRelu { slope } => {
+                let s = T::from_f64(slope as f64);
+                x.iter()
+                    .zip(gy)
+                    .map(|(&v, &g)| if v > T::ZERO { g } else { g * s })
+                    .collect()
+            }
+            Activation::Tanh => y
+                .iter()
+                .zip(gy)
+                .map(|(&o, &g)| g * (T::ONE - o * o))
+                .collect(),
+            Activation::Sigmoid => y
+                .iter()
+                .zip(gy)
+                .map(|(&o, &g)| g * o * (T::ONE - o))
+                .collect(),
+        }
+    }
+}
+
+/// Numerically stable logistic function (no overflow of exp for large |x|).
+pub fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+struct ActivationBackward(Activation);
+
+impl BackwardOp for ActivationBackward {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        grad_output: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let dx = self
+            .0
+            .backward(inputs[0].data(), output.data(), grad_output.data());
+        Ok(vec![Some(Tensor::new(inputs[0].shape().clone(), dx)?)])
+    }
+}
+
+impl Tape {
+    /// y = act(x), any shape.
+    pub fn activation(&mut self, x: Var, act: Activation) -> Result<Var> {
+        let xv = self.value(x);
+        let y = Tensor::new(xv.shape().clone(), act.forward(xv.data()))?;
+        self.record(&[x], y, ActivationBackward(act))
+    }
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        self.activation(x, Activation::Relu)
+    }
+    pub fn leaky_relu(&mut self, x: Var, slope: f32) -> Result<Var> {
+        self.activation(x, Activation::LeakyRelu { slope })
+    }
+    pub fn tanh(&mut self, x: Var) -> Result<Var> {
+        self.activation(x, Activation::Tanh)
+    }
+    pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
+        self.activation(x, Activation::Sigmoid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{gradcheck, Rng};
+
+    const ALL: [Activation; 4] = [
+        Activation::Relu,
+        Activation::LeakyRelu { slope: 0.2 },
+        Activation::Tanh,
+        Activation::Sigmoid,
+    ];
+
+    #[test]
+    fn gradcheck_all_activations() {
+        let mut rng = Rng::new(7);
+        for act in ALL {
+            // 3×5×7 elements: an awkward size; values spread across both branches.
+            let x = rng.uniform_vec(3 * 5 * 7, -3.0, 3.0);
+            gradcheck(
+                act.name(),
+                &[x],
+                &[true],
+                |inp| act.forward(&inp[0]),
+                |inp, gy| {
+                    let y = act.forward(&inp[0]);
+                    vec![Some(act.backward(&inp[0], &y, gy))]
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        let x = [-2.0f64, -0.0, 0.0, 0.5, 40.0, -40.0];
+        assert_eq!(
+            Activation::Relu.forward(&x),
+            vec![0.0, 0.0, 0.0, 0.5, 40.0, 0.0]
+        );
+        assert_eq!(
+            Activation::LeakyRelu { slope: 0.25 }.forward(&x),
+            vec![-0.5, 0.0, 0.0, 0.5, 40.0, -10.0]
+        );
+        let s = Activation::Sigmoid.forward(&x);
+        assert!((s[3] - 1.0 / (1.0 + (-0.5f64).exp())).abs() < 1e-15);
+        assert!(s[4] <= 1.0 && s[5] > 0.0 && s[5] < 1e-17, "no overflow at ±40");
+        // Gradient at exactly 0: 0 for ReLU, slope for LeakyReLU (PyTorch's convention).
+        let g = [1.0f64; 6];
+        let y = Activation::Relu.forward(&x);
+        assert_eq!(Activation::Relu.backward(&x, &y, &g)[2], 0.0);
+        let lr = Activation::LeakyRelu { slope: 0.25 };
+        assert_eq!(lr.backward(&x, &lr.forward(&x), &g)[2], 0.25);
+    }
+}

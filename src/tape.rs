@@ -1,0 +1,270 @@
+//! The autograd tape.
+//!
+//! A `Tape` records a forward pass as a list of nodes in execution order. Each node holds its
+//! value, the indices of its inputs and, when it needs one, a dedicated backward routine
+//! (`BackwardOp`). Because nodes are appended in execution order, the list is already a
+//! topological order: backward walks it once in reverse.
+//!
+//! Semantics (what the GTA iteration relies on):
+//! - `backward(loss, wrt)` returns one fresh gradient per requested `Var`, in order. Nothing is
+//!   accumulated into parameters or kept between calls: callers own the gradients. A requested
+//!   `Var` the loss does not depend on gets zeros.
+//! - Only nodes that lie on a path from a requested `Var` to the loss are visited, and each op's
+//!   backward is told which of its inputs need a gradient, so e.g. the F step's backward
+//!   through D computes no weight gradients for D.
+//! - The tape is not consumed or changed by `backward`: several backward passes over one tape
+//!   (sharing forward results) give the same gradients as separate tapes would.
+//! - Within one pass, gradients reaching a node along several paths are summed in node order,
+//!   so results are deterministic.
+//! - `no_grad` records values without backward routines (evaluation).
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A handle to a value on one tape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Var {
+    index: usize,
+    tape: u64,
+}
+
+/// The backward routine of one recorded op.
+pub trait BackwardOp {
+    /// Name for error messages.
+    fn name(&self) -> &'static str;
+    /// Gradients of the loss with respect to each input for which `need[i]` is true (`None`
+    /// elsewhere), given the forward inputs and output and the gradient of the loss with
+    /// respect to the output.
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        grad_output: &Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>>;
+}
+
+struct Node {
+    value: Tensor,
+    inputs: Vec<usize>,
+    /// `None` for leaves and for ops recorded without gradient tracking.
+    backward: Option<Box<dyn BackwardOp>>,
+    requires_grad: bool,
+}
+
+pub struct Tape {
+    id: u64,
+    nodes: Vec<Node>,
+    grad_enabled: bool,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Tape {
+    pub fn new() -> Self {
+        Tape {
+            id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
+            nodes: Vec::new(),
+            grad_enabled: true,
+        }
+    }
+
+    /// A leaf that gradients can be requested for (a parameter, or anything to differentiate).
+    pub fn param(&mut self, value: Tensor) -> Var {
+        let requires_grad = self.grad_enabled;
+        self.push(value, Vec::new(), None, requires_grad)
+    }
+
+    /// A constant leaf (data, labels, noise): never differentiated.
+    pub fn input(&mut self, value: Tensor) -> Var {
+        self.push(value, Vec::new(), None, false)
+    }
+
+    pub fn value(&self, v: Var) -> &Tensor {
+        self.check(v).expect("Var from another tape");
+        &self.nodes[v.index].value
+    }
+
+    /// Whether a gradient can flow to `v` (a parameter, or computed from one with tracking on).
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.nodes[v.index].requires_grad
+    }
+
+    /// Number of recorded nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Run `f` with gradient tracking off: ops record values only (evaluation).
+    pub fn no_grad<R>(&mut self, f: impl FnOnce(&mut Tape) -> R) -> R {
+        let saved = self.grad_enabled;
+        self.grad_enabled = false;
+        let r = f(self);
+        self.grad_enabled = saved;
+        r
+    }
+
+    /// Record an op's output. Ops call this; `backward` is kept only when gradient tracking is
+    /// on and some input requires a gradient.
+    pub fn record(
+        &mut self,
+        inputs: &[Var],
+        output: Tensor,
+        backward: impl BackwardOp + 'static,
+    ) -> Result<Var> {
+        for &v in inputs {
+            self.check(v)?;
+        }
+        let requires_grad =
+            self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index].requires_grad);
+        let backward: Option<Box<dyn BackwardOp>> = if requires_grad {
+            Some(Box::new(backward))
+        } else {
+            None
+        };
+        let idx = inputs.iter().map(|v| v.index).collect();
+        Ok(self.push(output, idx, backward, requires_grad))
+    }
+
+    /// Gradients of the scalar `loss` with respect to each of `wrt`, in order.
+    pub fn backward(&self, loss: Var, wrt: &[Var]) -> Result<Vec<Tensor>> {
+        self.check(loss)?;
+        for &v in wrt {
+            self.check(v)?;
+        }
+        let loss_value = &self.nodes[loss.index].value;
+        if loss_value.numel() != 1 {
+            return Err(Error::Autograd(format!(
+                "backward needs a scalar loss, got shape {}",
+                loss_value.shape()
+            )));
+        }
+
+        // reach[i]: node i is requested, or depends (through tracked ops) on a requested node.
+        let last = loss.index;
+        let mut requested = vec![false; last + 1];
+        for v in wrt {
+            if v.index <= last {
+                requested[v.index] = true;
+            }
+        }
+        let mut reach = requested.clone();
+        for i in 0..=last {
+            let node = &self.nodes[i];
+            if !reach[i] && node.backward.is_some() {
+                reach[i] = node.inputs.iter().any(|&j| reach[j]);
+            }
+        }
+
+        let mut grads: Vec<Option<Tensor>> = (0..=last).map(|_| None).collect();
+        let mut results: Vec<Option<Tensor>> = wrt.iter().map(|_| None).collect();
+        if reach[last] {
+            grads[last] = Some(Tensor::full(loss_value.shape().clone(), 1.0)?);
+        }
+        for i in (0..=last).rev() {
+            if !reach[i] {
+                continue;
+            }
+            let Some(grad) = grads[i].take() else {
+                continue;
+            };
+            let node = &self.nodes[i];
+            if let Some(op) = &node.backward {
+                let need: Vec<bool> = node.inputs.iter().map(|&j| reach[j]).collect();
+                if need.iter().any(|&n| n) {
+                    let inputs: Vec<&Tensor> =
+                        node.inputs.iter().map(|&j| &self.nodes[j].value).collect();
+                    let input_grads = op.backward(&inputs, &node.value, &grad, &need)?;
+                    if input_grads.len() != node.inputs.len() {
+                        return Err(Error::Autograd(format!(
+                            "{}: backward returned {} gradients for {} inputs",
+                            op.name(),
+                            input_grads.len(),
+                            node.inputs.len()
+                        )));
+                    }
+                    for ((&j, g), &needed) in node.inputs.iter().zip(input_grads).zip(&need) {
+                        let Some(g) = g else {
+                            if needed {
+                                return Err(Error::Autograd(format!(
+                                    "{}: backward omitted a needed gradient",
+                                    op.name()
+                                )));
+                            }
+                            continue;
+                        };
+                        if !needed {
+                            continue;
+                        }
+                        if g.shape() != self.nodes[j].value.shape() {
+                            return Err(Error::Autograd(format!(
+                                "{}: gradient shape {} for an input of shape {}",
+                                op.name(),
+                                g.shape(),
+                                self.nodes[j].value.shape()
+                            )));
+                        }
+                        match &mut grads[j] {
+                            Some(acc) => acc.add_assign(&g)?,
+                            slot @ None => *slot = Some(g),
+                        }
+                    }
+                }
+            }
+            if requested[i] {
+                for (k, v) in wrt.iter().enumerate() {
+                    if v.index == i {
+                        results[k] = Some(grad.clone());
+                    }
+                }
+            }
+        }
+
+        wrt.iter()
+            .zip(results)
+            .map(|(v, g)| match g {
+                Some(g) => Ok(g),
+                None => Tensor::zeros(self.nodes[v.index].value.shape().clone()),
+            })
+            .collect()
+    }
+
+    fn push(
+        &mut self,
+        value: Tensor,
+        inputs: Vec<usize>,
+        backward: Option<Box<dyn BackwardOp>>,
+        requires_grad: bool,
+    ) -> Var {
+        self.nodes.push(Node {
+            value,
+            inputs,
+            backward,
+            requires_grad,
+        });
+        Var {
+            index: self.nodes.len() - 1,
+            tape: self.id,
+        }
+    }
+
+    fn check(&self, v: Var) -> Result<()> {
+        if v.tape != self.id || v.index >= self.nodes.len() {
+            return Err(Error::Autograd(
+                "a Var from another tape was used".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}

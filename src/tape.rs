@@ -268,3 +268,123 @@ impl Tape {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// y = a·x (elementwise, scalar a per input 0) — records which input gradients were asked.
+    struct Scale {
+        factor: f32,
+        log: Rc<RefCell<Vec<(&'static str, Vec<bool>)>>>,
+        name: &'static str,
+    }
+
+    impl BackwardOp for Scale {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn backward(
+            &self,
+            inputs: &[&Tensor],
+            _output: &Tensor,
+            grad_output: &Tensor,
+            need: &[bool],
+        ) -> Result<Vec<Option<Tensor>>> {
+            self.log.borrow_mut().push((self.name, need.to_vec()));
+            let g: Vec<f32> = grad_output.data().iter().map(|v| v * self.factor).collect();
+            Ok(inputs
+                .iter()
+                .zip(need)
+                .map(|(x, &n)| n.then(|| Tensor::new(x.shape().clone(), g.clone()).unwrap()))
+                .collect())
+        }
+    }
+
+    fn scale(
+        tape: &mut Tape,
+        x: Var,
+        factor: f32,
+        name: &'static str,
+        log: &Rc<RefCell<Vec<(&'static str, Vec<bool>)>>>,
+    ) -> Var {
+        let y: Vec<f32> = tape.value(x).data().iter().map(|v| v * factor).collect();
+        let y = Tensor::new(tape.value(x).shape().clone(), y).unwrap();
+        let op = Scale {
+            factor,
+            log: log.clone(),
+            name,
+        };
+        tape.record(&[x], y, op).unwrap()
+    }
+
+    #[test]
+    fn backward_visits_only_the_part_that_reaches_the_requested_vars() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut tape = Tape::new();
+        let a = tape.param(Tensor::scalar(1.0));
+        let b = tape.param(Tensor::scalar(2.0));
+        // chain: a → ×3 (f) → ×5 (g) = loss;  b → ×7 (h) (not on the loss path)
+        let fa = scale(&mut tape, a, 3.0, "f", &log);
+        let _hb = scale(&mut tape, b, 7.0, "h", &log);
+        let loss = scale(&mut tape, fa, 5.0, "g", &log);
+
+        // Requesting only fa (an intermediate): g runs, f must not (nothing below fa asked).
+        let g = tape.backward(loss, &[fa]).unwrap();
+        assert_eq!(g[0].data(), &[5.0]);
+        assert_eq!(*log.borrow(), vec![("g", vec![true])]);
+        log.borrow_mut().clear();
+
+        // Requesting a and b: b gets zeros, h is never visited.
+        let g = tape.backward(loss, &[a, b]).unwrap();
+        assert_eq!(g[0].data(), &[15.0]);
+        assert_eq!(g[1].data(), &[0.0]);
+        assert_eq!(*log.borrow(), vec![("g", vec![true]), ("f", vec![true])]);
+    }
+
+    #[test]
+    fn gradients_from_several_paths_are_summed_and_duplicates_answered() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut tape = Tape::new();
+        let a = tape.param(Tensor::scalar(1.0));
+        let p1 = scale(&mut tape, a, 2.0, "p1", &log);
+        let p2 = scale(&mut tape, a, 3.0, "p2", &log);
+        let sum_out =
+            Tensor::scalar(tape.value(p1).item().unwrap() + tape.value(p2).item().unwrap());
+        struct Add;
+        impl BackwardOp for Add {
+            fn name(&self) -> &'static str {
+                "add"
+            }
+            fn backward(
+                &self,
+                _i: &[&Tensor],
+                _o: &Tensor,
+                g: &Tensor,
+                need: &[bool],
+            ) -> Result<Vec<Option<Tensor>>> {
+                Ok(need.iter().map(|&n| n.then(|| g.clone())).collect())
+            }
+        }
+        let loss = tape.record(&[p1, p2], sum_out, Add).unwrap();
+        let g = tape.backward(loss, &[a, a]).unwrap();
+        assert_eq!(g[0].data(), &[5.0]);
+        assert_eq!(g[1].data(), &[5.0]);
+    }
+
+    #[test]
+    fn inputs_are_not_differentiated_and_no_grad_drops_backward() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut tape = Tape::new();
+        let x = tape.input(Tensor::scalar(1.0));
+        let y = scale(&mut tape, x, 2.0, "y", &log);
+        assert!(!tape.requires_grad(y));
+        let a = tape.param(Tensor::scalar(1.0));
+        let z = tape.no_grad(|t| scale(t, a, 2.0, "z", &log));
+        assert!(!tape.requires_grad(z));
+        assert_eq!(tape.backward(z, &[a]).unwrap()[0].data(), &[0.0]);
+        assert!(log.borrow().is_empty());
+    }
+}

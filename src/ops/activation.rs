@@ -31,10 +31,15 @@ impl Activation {
     /// y = act(x), elementwise.
     pub fn forward<T: Float>(self, x: &[T]) -> Vec<T> {
         match self {
-            Activation::Relu => x.iter().map(|&v| if v > T::ZERO { v } else { T::ZERO }).collect(),
+            Activation::Relu => x
+                .iter()
+                .map(|&v| if v > T::ZERO { v } else { T::ZERO })
+                .collect(),
             Activation::LeakyRelu { slope } => {
                 let s = T::from_f64(slope as f64);
-                x.iter().map(|&v| if v > T::ZERO { v } else { v * s }).collect()
+                x.iter()
+                    .map(|&v| if v > T::ZERO { v } else { v * s })
+                    .collect()
             }
             Activation::Tanh => x.iter().map(|&v| v.tanh()).collect(),
             Activation::Sigmoid => x.iter().map(|&v| sigmoid(v)).collect(),
@@ -165,7 +170,10 @@ mod tests {
         );
         let s = Activation::Sigmoid.forward(&x);
         assert!((s[3] - 1.0 / (1.0 + (-0.5f64).exp())).abs() < 1e-15);
-        assert!(s[4] <= 1.0 && s[5] > 0.0 && s[5] < 1e-17, "no overflow at ±40");
+        assert!(
+            s[4] <= 1.0 && s[5] > 0.0 && s[5] < 1e-17,
+            "no overflow at ±40"
+        );
         // Gradient at exactly 0: 0 for ReLU, slope for LeakyReLU (PyTorch's convention).
         let g = [1.0f64; 6];
         let y = Activation::Relu.forward(&x);

@@ -35,7 +35,11 @@ pub fn gradcheck(
     forward: impl Fn(&[Vec<f64>]) -> Vec<f64>,
     backward: impl Fn(&[Vec<f64>], &[f64]) -> Vec<Option<Vec<f64>>>,
 ) {
-    assert_eq!(inputs.len(), check.len(), "{name}: one check flag per input");
+    assert_eq!(
+        inputs.len(),
+        check.len(),
+        "{name}: one check flag per input"
+    );
     let y = forward(inputs);
     let mut rng = Rng::new(0x5eed ^ y.len() as u64);
     let r = rng.uniform_vec(y.len(), -1.0, 1.0);
@@ -44,7 +48,11 @@ pub fn gradcheck(
         y.iter().zip(&r).map(|(a, b)| a * b).sum()
     };
     let analytic = backward(inputs, &r);
-    assert_eq!(analytic.len(), inputs.len(), "{name}: one gradient slot per input");
+    assert_eq!(
+        analytic.len(),
+        inputs.len(),
+        "{name}: one gradient slot per input"
+    );
     let h = 1e-6;
     let mut checked = 0usize;
     for (i, input) in inputs.iter().enumerate() {
@@ -54,7 +62,11 @@ pub fn gradcheck(
         let grad = analytic[i]
             .as_ref()
             .unwrap_or_else(|| panic!("{name}: no gradient returned for input {i}"));
-        assert_eq!(grad.len(), input.len(), "{name}: gradient {i} has the wrong length");
+        assert_eq!(
+            grad.len(),
+            input.len(),
+            "{name}: gradient {i} has the wrong length"
+        );
         let mut work = inputs.to_vec();
         for j in 0..input.len() {
             let orig = work[i][j];
@@ -90,7 +102,11 @@ mod tests {
             &[true],
             |inp| inp[0].iter().map(|x| x * x).collect(),
             // d(x²)/dx is 2x; returning 2.001x must fail.
-            |inp, gy| vec![Some(inp[0].iter().zip(gy).map(|(x, g)| 2.001 * x * g).collect())],
+            |inp, gy| {
+                vec![Some(
+                    inp[0].iter().zip(gy).map(|(x, g)| 2.001 * x * g).collect(),
+                )]
+            },
         );
     }
 
@@ -101,7 +117,11 @@ mod tests {
             &[vec![0.3, -1.2, 2.0]],
             &[true],
             |inp| inp[0].iter().map(|x| x * x).collect(),
-            |inp, gy| vec![Some(inp[0].iter().zip(gy).map(|(x, g)| 2.0 * x * g).collect())],
+            |inp, gy| {
+                vec![Some(
+                    inp[0].iter().zip(gy).map(|(x, g)| 2.0 * x * g).collect(),
+                )]
+            },
         );
     }
 }

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("shape {0} has too many elements")]
     TooLarge(Shape),
 
+    /// A checkpoint file is unreadable, corrupt, or does not fit the model.
+    #[error("checkpoint {path}: {detail}")]
+    Checkpoint { path: String, detail: String },
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

@@ -9,9 +9,13 @@
 //! - [`rng`]: Philox-4x32-10 counter-based random numbers (same draws on CPU and GPU).
 //! - [`device`]: which backends this machine can run (CUDA driver detection).
 
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod float;
+pub mod gta;
+pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod rng;
 pub mod shape;

@@ -1,0 +1,496 @@
+//! The GTA iteration (DESIGN.md §1), exp3's variant, and the source-only baseline.
+//!
+//! One iteration, as in the authors' code:
+//! 1. D step — e_s = F(x_s), e_t = F(x_t), g_s = G([onehot(y_s), e_s, z_s]),
+//!    g_t = G([onehot(10), e_t, z_t]) and C(e_s) are computed once, on one tape.
+//!    L_D = CE(D_c(x_s'), y_s) + BCE(D_s(x_s'), 1) + BCE(D_s(g_s), 0) + BCE(D_s(g_t), 0);
+//!    D is updated.
+//! 2. G step with the updated D: L_G = CE(D_c(g_s), y_s) + BCE(D_s(g_s), 1).
+//! 3. C step: L_C = CE(C(e_s), y_s).
+//! 4. F step: L_F = L_C + adv·CE(D_c(g_s), y_s) + adv·alpha·BCE(D_s(g_t), 1), through C, the
+//!    updated D and G into F.
+//!
+//! The G, C and F gradients are all taken (four backward passes over the one tape) before any
+//! of those networks is updated, so each gradient uses the weights that produced the forward
+//! values it differentiates. The authors' 2018 code updated G and C in place before the F
+//! backward, mixing new weights into it; current PyTorch refuses that graph.
+//!
+//! D is run as often, and in the same order, as in the authors' code (D(x_s'), D(g_s),
+//! D(g_t); D(g_s) for G; D(g_s), D(g_t) for F), so batch-norm running statistics match.
+
+use crate::error::{Error, Result};
+use crate::models::{
+    Backbone, Classifier, Discriminator, Embedder, Generator, GeneratorArch, PatchDiscriminator,
+    Widths, CLASSES,
+};
+use crate::nn::init::Init;
+use crate::nn::Network;
+use crate::ops::adam::{AdamConfig, AdamState};
+use crate::ops::loss::{count_correct, BceTarget};
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+/// Per-channel normalization of the inputs (the authors' mean and std for every channel).
+pub const NORM_MEAN: f32 = 0.44;
+pub const NORM_STD: f32 = 0.19;
+
+/// Which experiment (DESIGN.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Experiment {
+    /// F1 + C1 trained with CE on the source only.
+    SourceOnly,
+    /// F1, C1, G, D — the authors' networks.
+    Exp1,
+    /// F2, C2, G, D.
+    Exp2,
+    /// F1, C1, G4, D_src (11-way), D_tgt (real/fake).
+    Exp3,
+}
+
+impl Experiment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::SourceOnly => "source-only",
+            Experiment::Exp1 => "exp1",
+            Experiment::Exp2 => "exp2",
+            Experiment::Exp3 => "exp3",
+        }
+    }
+    pub fn backbone(self) -> Backbone {
+        match self {
+            Experiment::Exp2 => Backbone::F2C2,
+            _ => Backbone::F1C1,
+        }
+    }
+}
+
+/// Hyper-parameters; `Default` gives the authors' values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
+    pub widths: Widths,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adv_weight: f32,
+    pub alpha: f32,
+    /// Learning-rate decay: lr = lr0 / (1 + lrd · iteration), for D, F and C (not G).
+    pub lrd: f64,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper {
+            widths: Widths::default(),
+            lr: 5e-4,
+            beta1: 0.8,
+            beta2: 0.999,
+            adv_weight: 0.1,
+            alpha: 0.3,
+            lrd: 1e-4,
+        }
+    }
+}
+
+/// One training batch: normalized source and target images [B,3,32,32] and source labels.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub x_s: Tensor,
+    pub y_s: Vec<u32>,
+    pub x_t: Tensor,
+}
+
+/// The noise of one iteration: z for g_s and z' for g_t, each [B, nz].
+#[derive(Clone, Debug)]
+pub struct Noise {
+    pub z_s: Tensor,
+    pub z_t: Tensor,
+}
+
+/// The losses of one iteration (source-only reports its CE as `c` and `f`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Losses {
+    pub d: f32,
+    pub g: f32,
+    pub c: f32,
+    pub f: f32,
+}
+
+/// The adversarial part of an experiment.
+#[derive(Clone, Debug)]
+pub enum Adversary {
+    None,
+    /// exp1 / exp2: G and the two-headed D.
+    Gd {
+        g: Generator,
+        d: Discriminator,
+    },
+    /// exp3: G4, D_src and D_tgt.
+    Split {
+        g: Generator,
+        d_src: PatchDiscriminator,
+        d_tgt: PatchDiscriminator,
+    },
+}
+
+/// Everything that changes during training (what a checkpoint holds).
+#[derive(Clone, Debug)]
+pub struct Trainer {
+    pub experiment: Experiment,
+    pub hyper: Hyper,
+    pub f: Embedder,
+    pub c: Classifier,
+    pub adversary: Adversary,
+    /// Adam states per network, in the order of [`Trainer::networks`].
+    pub adam: Vec<Vec<AdamState>>,
+    /// Iterations done so far.
+    pub iteration: u64,
+}
+
+fn adam_for(net: &Network) -> Vec<AdamState> {
+    net.params
+        .iter()
+        .map(|p| AdamState::new(p.value.numel()))
+        .collect()
+}
+
+/// One-hot rows [N, 11] for `labels` (10 = "target").
+fn one_hot(labels: impl Iterator<Item = u32>) -> Result<Tensor> {
+    let mut v = Vec::new();
+    let mut n = 0;
+    for l in labels {
+        let mut row = [0.0f32; CLASSES + 1];
+        row[l as usize] = 1.0;
+        v.extend_from_slice(&row);
+        n += 1;
+    }
+    Tensor::new([n, CLASSES + 1], v)
+}
+
+/// D's view of a normalized batch: the pixels rescaled to [−1, 1].
+fn to_unit_range(x: &Tensor) -> Result<Tensor> {
+    let v = x
+        .data()
+        .iter()
+        .map(|&p| ((p * NORM_STD) + NORM_MEAN - 0.5) * 2.0)
+        .collect();
+    Tensor::new(x.shape().clone(), v)
+}
+
+impl Trainer {
+    /// Fresh networks with the authors' initialization drawn from `seed`.
+    pub fn new(experiment: Experiment, hyper: Hyper, seed: u64) -> Self {
+        let init = Init { seed };
+        let w = hyper.widths;
+        let backbone = experiment.backbone();
+        let f = Embedder::new(backbone, w, &init);
+        let c = Classifier::new(backbone, w, &init);
+        let adversary = match experiment {
+            Experiment::SourceOnly => Adversary::None,
+            Experiment::Exp1 | Experiment::Exp2 => Adversary::Gd {
+                g: Generator::new(GeneratorArch::G, f.dim, w, &init),
+                d: Discriminator::new(w, &init),
+            },
+            Experiment::Exp3 => Adversary::Split {
+                g: Generator::new(GeneratorArch::G4, f.dim, w, &init),
+                d_src: PatchDiscriminator::new("netDsrc", CLASSES + 1, w, &init),
+                d_tgt: PatchDiscriminator::new("netDtgt", 1, w, &init),
+            },
+        };
+        let mut t = Trainer {
+            experiment,
+            hyper,
+            f,
+            c,
+            adversary,
+            adam: Vec::new(),
+            iteration: 0,
+        };
+        t.adam = t.networks().into_iter().map(adam_for).collect();
+        t
+    }
+
+    /// The networks in a fixed order: F, C, then G, D (exp1/2) or G, D_src, D_tgt (exp3).
+    pub fn networks(&self) -> Vec<&Network> {
+        let mut v = vec![&self.f.net, &self.c.net];
+        match &self.adversary {
+            Adversary::None => {}
+            Adversary::Gd { g, d } => v.extend([&g.net, &d.net]),
+            Adversary::Split { g, d_src, d_tgt } => v.extend([&g.net, &d_src.net, &d_tgt.net]),
+        }
+        v
+    }
+
+    pub fn networks_mut(&mut self) -> Vec<&mut Network> {
+        let mut v = vec![&mut self.f.net, &mut self.c.net];
+        match &mut self.adversary {
+            Adversary::None => {}
+            Adversary::Gd { g, d } => v.extend([&mut g.net, &mut d.net]),
+            Adversary::Split { g, d_src, d_tgt } => {
+                v.extend([&mut g.net, &mut d_src.net, &mut d_tgt.net])
+            }
+        }
+        v
+    }
+
+    /// The decayed learning rate of D, F and C for the next iteration (G keeps lr0).
+    pub fn lr_decayed(&self) -> f64 {
+        self.hyper.lr / (1.0 + self.hyper.lrd * self.iteration as f64)
+    }
+
+    fn adam_config(&self, lr: f64) -> AdamConfig {
+        AdamConfig {
+            lr,
+            beta1: self.hyper.beta1,
+            beta2: self.hyper.beta2,
+            eps: 1e-8,
+        }
+    }
+
+    /// Applies `grads` to network `index` (in [`Trainer::networks`] order) with `lr`.
+    fn update(&mut self, index: usize, grads: &[Tensor], lr: f64) -> Result<()> {
+        let cfg = self.adam_config(lr);
+        let mut adam = std::mem::take(&mut self.adam[index]);
+        let result = {
+            let mut nets = self.networks_mut();
+            let net = &mut nets[index];
+            net.params
+                .iter_mut()
+                .zip(grads)
+                .zip(adam.iter_mut())
+                .try_for_each(|((p, g), s)| s.step(p.value.data_mut(), g.data(), &cfg))
+        };
+        self.adam[index] = adam;
+        result
+    }
+
+    /// One training iteration. `noise` is ignored by source-only.
+    pub fn step(&mut self, batch: &Batch, noise: &Noise) -> Result<Losses> {
+        let n = batch.y_s.len();
+        if batch.x_s.dims() != [n, 3, 32, 32] || batch.x_t.dims().first() != Some(&n) {
+            return Err(Error::shape(
+                "gta step",
+                format!(
+                    "x_s {}, x_t {}, {} labels",
+                    batch.x_s.shape(),
+                    batch.x_t.shape(),
+                    n
+                ),
+            ));
+        }
+        if let Some(&bad) = batch.y_s.iter().find(|&&l| l as usize >= CLASSES) {
+            return Err(Error::invalid("gta step", format!("label {bad} ≥ {CLASSES}")));
+        }
+        let losses = match self.experiment {
+            Experiment::SourceOnly => self.step_source_only(batch)?,
+            _ => self.step_adversarial(batch, noise)?,
+        };
+        self.iteration += 1;
+        Ok(losses)
+    }
+
+    fn step_source_only(&mut self, batch: &Batch) -> Result<Losses> {
+        let mut tape = Tape::new();
+        let fv = self.f.net.bind(&mut tape);
+        let cv = self.c.net.bind(&mut tape);
+        let x = tape.input(batch.x_s.clone());
+        let e = self.f.forward(&mut tape, &fv, x, true)?;
+        let logits = self.c.forward(&mut tape, &cv, e, true)?;
+        let loss = tape.cross_entropy(logits, &batch.y_s)?;
+        let gf = tape.backward(loss, &fv)?;
+        let gc = tape.backward(loss, &cv)?;
+        let lr = self.lr_decayed();
+        self.update(1, &gc, lr)?;
+        self.update(0, &gf, lr)?;
+        let l = tape.value(loss).item()?;
+        Ok(Losses {
+            c: l,
+            f: l,
+            ..Losses::default()
+        })
+    }
+
+    fn step_adversarial(&mut self, batch: &Batch, noise: &Noise) -> Result<Losses> {
+        let n = batch.y_s.len();
+        let hp = self.hyper;
+        let lr = self.lr_decayed();
+        let mut tape = Tape::new();
+        let fv = self.f.net.bind(&mut tape);
+        let cv = self.c.net.bind(&mut tape);
+        let x_s = tape.input(batch.x_s.clone());
+        let x_t = tape.input(batch.x_t.clone());
+        let x_s_unit = tape.input(to_unit_range(&batch.x_s)?);
+        let oh_s = tape.input(one_hot(batch.y_s.iter().copied())?);
+        let oh_t = tape.input(one_hot(std::iter::repeat_n(CLASSES as u32, n))?);
+        let z_s = tape.input(noise.z_s.clone());
+        let z_t = tape.input(noise.z_t.clone());
+        let y = &batch.y_s;
+        let real = || BceTarget::Constant(1.0);
+        let fake = || BceTarget::Constant(0.0);
+
+        let e_s = self.f.forward(&mut tape, &fv, x_s, true)?;
+        let e_t = self.f.forward(&mut tape, &fv, x_t, true)?;
+        let (gv, g_s, g_t) = {
+            let g = match &mut self.adversary {
+                Adversary::Gd { g, .. } | Adversary::Split { g, .. } => g,
+                Adversary::None => unreachable!("adversarial step without an adversary"),
+            };
+            let gv = g.net.bind(&mut tape);
+            let g_s = g.forward(&mut tape, &gv, oh_s, e_s, z_s, true)?;
+            let g_t = g.forward(&mut tape, &gv, oh_t, e_t, z_t, true)?;
+            (gv, g_s, g_t)
+        };
+        let c_s = self.c.forward(&mut tape, &cv, e_s, true)?;
+        let loss_c = tape.cross_entropy(c_s, y)?;
+
+        // 1. D step (old D), then update D. 2.–4. losses with the updated D.
+        let (loss_d, loss_g, loss_f_adv) = match &mut self.adversary {
+            Adversary::None => unreachable!(),
+            Adversary::Gd { d, .. } => {
+                let dv = d.net.bind(&mut tape);
+                let (s_real, c_real) = d.forward(&mut tape, &dv, x_s_unit, true)?;
+                let (s_fs, _) = d.forward(&mut tape, &dv, g_s, true)?;
+                let (s_ft, _) = d.forward(&mut tape, &dv, g_t, true)?;
+                let terms = [
+                    tape.cross_entropy(c_real, y)?,
+                    tape.bce_with_logits(s_real, real())?,
+                    tape.bce_with_logits(s_fs, fake())?,
+                    tape.bce_with_logits(s_ft, fake())?,
+                ];
+                let loss_d = sum(&mut tape, &terms)?;
+                let gd = tape.backward(loss_d, &dv)?;
+                let dv_new = self.update_and_rebind(&mut tape, 3, &gd, lr)?;
+                let d = match &mut self.adversary {
+                    Adversary::Gd { d, .. } => d,
+                    _ => unreachable!(),
+                };
+                let dv = &dv_new;
+                let (s_gs, c_gs) = d.forward(&mut tape, dv, g_s, true)?;
+                let terms = [
+                    tape.cross_entropy(c_gs, y)?,
+                    tape.bce_with_logits(s_gs, real())?,
+                ];
+                let loss_g = sum(&mut tape, &terms)?;
+                let (_, c_gs2) = d.forward(&mut tape, dv, g_s, true)?;
+                let (s_gt2, _) = d.forward(&mut tape, dv, g_t, true)?;
+                let src = tape.cross_entropy(c_gs2, y)?;
+                let tgt = tape.bce_with_logits(s_gt2, real())?;
+                (loss_d, loss_g, (src, tgt))
+            }
+            Adversary::Split { d_src, d_tgt, .. } => {
+                let sv = d_src.net.bind(&mut tape);
+                let tv = d_tgt.net.bind(&mut tape);
+                let x_t_unit = tape.input(to_unit_range(&batch.x_t)?);
+                let fake_class = vec![CLASSES as u32; n];
+                let o_real = d_src.forward(&mut tape, &sv, x_s_unit, true)?;
+                let o_fake = d_src.forward(&mut tape, &sv, g_s, true)?;
+                let t_real = d_tgt.forward(&mut tape, &tv, x_t_unit, true)?;
+                let t_fake = d_tgt.forward(&mut tape, &tv, g_t, true)?;
+                let terms = [
+                    tape.cross_entropy(o_real, y)?,
+                    tape.cross_entropy(o_fake, &fake_class)?,
+                    tape.bce_with_logits(t_real, real())?,
+                    tape.bce_with_logits(t_fake, fake())?,
+                ];
+                let loss_d = sum(&mut tape, &terms)?;
+                let mut wrt = sv.clone();
+                wrt.extend_from_slice(&tv);
+                let mut grads = tape.backward(loss_d, &wrt)?;
+                let gt = grads.split_off(sv.len());
+                let new_s = self.update_and_rebind(&mut tape, 3, &grads, lr)?;
+                let new_t = self.update_and_rebind(&mut tape, 4, &gt, lr)?;
+                let (d_src, d_tgt) = match &mut self.adversary {
+                    Adversary::Split { d_src, d_tgt, .. } => (d_src, d_tgt),
+                    _ => unreachable!(),
+                };
+                let (sv, tv) = (&new_s, &new_t);
+                let o = d_src.forward(&mut tape, sv, g_s, true)?;
+                let t = d_tgt.forward(&mut tape, tv, g_t, true)?;
+                let terms = [
+                    tape.cross_entropy(o, y)?,
+                    tape.bce_with_logits(t, real())?,
+                ];
+                let loss_g = sum(&mut tape, &terms)?;
+                let o2 = d_src.forward(&mut tape, sv, g_s, true)?;
+                let t2 = d_tgt.forward(&mut tape, tv, g_t, true)?;
+                let src = tape.cross_entropy(o2, y)?;
+                let tgt = tape.bce_with_logits(t2, real())?;
+                (loss_d, loss_g, (src, tgt))
+            }
+        };
+        let src = tape.scale(loss_f_adv.0, hp.adv_weight)?;
+        let tgt = tape.scale(loss_f_adv.1, hp.adv_weight * hp.alpha)?;
+        let loss_f = sum(&mut tape, &[loss_c, src, tgt])?;
+
+        // All three gradients before any of G, C, F changes.
+        let gg = tape.backward(loss_g, &gv)?;
+        let gc = tape.backward(loss_c, &cv)?;
+        let gf = tape.backward(loss_f, &fv)?;
+        self.update(2, &gg, hp.lr)?;
+        self.update(1, &gc, lr)?;
+        self.update(0, &gf, lr)?;
+        Ok(Losses {
+            d: tape.value(loss_d).item()?,
+            g: tape.value(loss_g).item()?,
+            c: tape.value(loss_c).item()?,
+            f: tape.value(loss_f).item()?,
+        })
+    }
+
+    /// Updates network `index` and binds its new weights on `tape` (for the later steps).
+    fn update_and_rebind(
+        &mut self,
+        tape: &mut Tape,
+        index: usize,
+        grads: &[Tensor],
+        lr: f64,
+    ) -> Result<Vec<Var>> {
+        self.update(index, grads, lr)?;
+        Ok(self.networks()[index].bind(tape))
+    }
+
+    /// Number of correct argmax(C(F(x))) predictions over `x` [N,3,32,32], in chunks of `chunk`.
+    pub fn count_correct(&mut self, x: &Tensor, labels: &[u32], chunk: usize) -> Result<usize> {
+        let dims = x.dims4("evaluate")?;
+        if labels.len() != dims[0] {
+            return Err(Error::shape(
+                "evaluate",
+                format!("{} images, {} labels", dims[0], labels.len()),
+            ));
+        }
+        let per = dims[1] * dims[2] * dims[3];
+        let mut correct = 0;
+        for (start, lab) in (0..dims[0]).step_by(chunk.max(1)).zip(labels.chunks(chunk.max(1))) {
+            let m = lab.len();
+            let xs = Tensor::new(
+                [m, dims[1], dims[2], dims[3]],
+                x.data()[start * per..(start + m) * per].to_vec(),
+            )?;
+            let logits = self.logits(xs)?;
+            correct += count_correct(logits.data(), logits.dims2("evaluate")?, lab)?;
+        }
+        Ok(correct)
+    }
+
+    /// C(F(x)) in evaluation mode.
+    pub fn logits(&mut self, x: Tensor) -> Result<Tensor> {
+        let mut tape = Tape::new();
+        let (f, c) = (&mut self.f, &mut self.c);
+        let out = tape.no_grad(|t| -> Result<Var> {
+            let fv = f.net.bind(t);
+            let cv = c.net.bind(t);
+            let xv = t.input(x);
+            let e = f.forward(t, &fv, xv, false)?;
+            c.forward(t, &cv, e, false)
+        })?;
+        Ok(tape.value(out).clone())
+    }
+}
+
+/// Sum of scalar losses, in order.
+fn sum(tape: &mut Tape, terms: &[Var]) -> Result<Var> {
+    let mut acc = terms[0];
+    for &t in &terms[1..] {
+        acc = tape.add(acc, t)?;
+    }
+    Ok(acc)
+}

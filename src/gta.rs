@@ -18,6 +18,7 @@
 //! D is run as often, and in the same order, as in the authors' code (D(x_s'), D(g_s),
 //! D(g_t); D(g_s) for G; D(g_s), D(g_t) for F), so batch-norm running statistics match.
 
+use crate::data::batch::to_d_range;
 use crate::error::{Error, Result};
 use crate::models::{
     Backbone, Classifier, Discriminator, Embedder, Generator, GeneratorArch, PatchDiscriminator,
@@ -29,10 +30,6 @@ use crate::ops::adam::{AdamConfig, AdamState};
 use crate::ops::loss::{count_correct, BceTarget};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
-
-/// Per-channel normalization of the inputs (the authors' mean and std for every channel).
-pub const NORM_MEAN: f32 = 0.44;
-pub const NORM_STD: f32 = 0.19;
 
 /// Which experiment (DESIGN.md §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,12 +88,28 @@ impl Default for Hyper {
     }
 }
 
-/// One training batch: normalized source and target images [B,3,32,32] and source labels.
+/// One training batch: what F sees (normalized source and target images [B,3,32,32]), what
+/// D sees of the same real images (pixels in [−1, 1]), and the source labels.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub x_s: Tensor,
+    pub x_s_unit: Tensor,
     pub y_s: Vec<u32>,
     pub x_t: Tensor,
+    pub x_t_unit: Tensor,
+}
+
+impl Batch {
+    /// A batch from dataset-normalized images; D's views are derived as the authors do.
+    pub fn from_normalized(x_s: Tensor, y_s: Vec<u32>, x_t: Tensor) -> Result<Self> {
+        Ok(Batch {
+            x_s_unit: to_unit_range(&x_s)?,
+            x_t_unit: to_unit_range(&x_t)?,
+            x_s,
+            y_s,
+            x_t,
+        })
+    }
 }
 
 /// The noise of one iteration: z for g_s and z' for g_t, each [B, nz].
@@ -144,6 +157,10 @@ pub struct Trainer {
     pub adam: Vec<Vec<AdamState>>,
     /// Iterations done so far.
     pub iteration: u64,
+    /// When set, the next adversarial step keeps its generated images in `generated`.
+    pub capture: bool,
+    /// (g_s, g_t) of the last step run with `capture` set.
+    pub generated: Option<(Tensor, Tensor)>,
 }
 
 fn adam_for(net: &Network) -> Vec<AdamState> {
@@ -166,13 +183,9 @@ fn one_hot(labels: impl Iterator<Item = u32>) -> Result<Tensor> {
     Tensor::new([n, CLASSES + 1], v)
 }
 
-/// D's view of a normalized batch: the pixels rescaled to [−1, 1].
+/// D's view of a dataset-normalized batch: the pixels rescaled to [−1, 1].
 fn to_unit_range(x: &Tensor) -> Result<Tensor> {
-    let v = x
-        .data()
-        .iter()
-        .map(|&p| ((p * NORM_STD) + NORM_MEAN - 0.5) * 2.0)
-        .collect();
+    let v = x.data().iter().map(|&p| to_d_range(p)).collect();
     Tensor::new(x.shape().clone(), v)
 }
 
@@ -204,6 +217,8 @@ impl Trainer {
             adversary,
             adam: Vec::new(),
             iteration: 0,
+            capture: false,
+            generated: None,
         };
         t.adam = t.networks().into_iter().map(adam_for).collect();
         t
@@ -318,7 +333,7 @@ impl Trainer {
         let cv = self.c.net.bind(&mut tape);
         let x_s = tape.input(batch.x_s.clone());
         let x_t = tape.input(batch.x_t.clone());
-        let x_s_unit = tape.input(to_unit_range(&batch.x_s)?);
+        let x_s_unit = tape.input(batch.x_s_unit.clone());
         let oh_s = tape.input(one_hot(batch.y_s.iter().copied())?);
         let oh_t = tape.input(one_hot(std::iter::repeat_n(CLASSES as u32, n))?);
         let z_s = tape.input(noise.z_s.clone());
@@ -339,6 +354,10 @@ impl Trainer {
             let g_t = g.forward(&mut tape, &gv, oh_t, e_t, z_t, true)?;
             (gv, g_s, g_t)
         };
+        if self.capture {
+            self.generated = Some((tape.value(g_s).clone(), tape.value(g_t).clone()));
+            self.capture = false;
+        }
         let c_s = self.c.forward(&mut tape, &cv, e_s, true)?;
         let loss_c = tape.cross_entropy(c_s, y)?;
 
@@ -379,7 +398,7 @@ impl Trainer {
             Adversary::Split { d_src, d_tgt, .. } => {
                 let sv = d_src.net.bind(&mut tape);
                 let tv = d_tgt.net.bind(&mut tape);
-                let x_t_unit = tape.input(to_unit_range(&batch.x_t)?);
+                let x_t_unit = tape.input(batch.x_t_unit.clone());
                 let fake_class = vec![CLASSES as u32; n];
                 let o_real = d_src.forward(&mut tape, &sv, x_s_unit, true)?;
                 let o_fake = d_src.forward(&mut tape, &sv, g_s, true)?;

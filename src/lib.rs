@@ -17,10 +17,12 @@ pub mod gta;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod report;
 pub mod rng;
 pub mod shape;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use shape::Shape;

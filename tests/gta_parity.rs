@@ -41,11 +41,7 @@ fn run(exp: Experiment, file: &str) {
         Tensor::new(d.as_slice(), v.clone()).unwrap()
     };
     let y_s: Vec<u32> = f.ints["batch.y_s"].iter().map(|&v| v as u32).collect();
-    let batch = Batch {
-        x_s: tensor("batch.x_s"),
-        y_s: y_s.clone(),
-        x_t: tensor("batch.x_t"),
-    };
+    let batch = Batch::from_normalized(tensor("batch.x_s"), y_s.clone(), tensor("batch.x_t")).unwrap();
     let b = y_s.len();
     for it in 1..=f.meta_usize("iterations") {
         let noise_of = |k: &str| {

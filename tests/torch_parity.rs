@@ -350,7 +350,8 @@ fn every_fixture_is_used() {
         .unwrap()
         .filter_map(|e| {
             let p = e.ok()?.path();
-            (p.extension()? == "safetensors").then(|| p.file_stem()?.to_string_lossy().into())
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            (p.extension()? == "safetensors").then_some(stem)
         })
         .collect();
     on_disk.sort();

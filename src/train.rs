@@ -1,0 +1,608 @@
+//! A training run: epochs over a source and a target dataset, evaluation, metrics, plots,
+//! sample grids and checkpoints in an output directory, and resumption.
+//!
+//! Files in the run directory:
+//! - `metrics.jsonl` — one JSON object per epoch (accuracies, mean losses, learning rates,
+//!   seconds);
+//! - `accuracy.png` — source-validation and target-test accuracy per epoch (regenerated each
+//!   epoch);
+//! - `samples/epoch-NNN-{source,target}.png` — G's outputs at the epoch's first iteration;
+//! - `checkpoints/last.safetensors` (every epoch) and `checkpoints/best.safetensors` (best
+//!   source-validation accuracy so far), written atomically.
+//!
+//! Resumption is exact on the CPU: everything random is a function of (seed, epoch,
+//! iteration) — shuffles of (seed, epoch), noise of (seed, iteration) — and the checkpoint
+//! holds weights, buffers, Adam state and the position, so `--resume` continues from the last
+//! completed epoch with the same bits an uninterrupted run would have.
+
+use crate::checkpoint::{restore_trainer, trainer_state, StateDict};
+use crate::data::{self, Batcher, Dataset, Split};
+use crate::error::{Error, Result};
+use crate::gta::{Batch, Experiment, Hyper, Losses, Noise, Trainer};
+use crate::report;
+use crate::rng;
+use crate::tensor::Tensor;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Philox stream of the generator noise (the seed is the run's seed).
+const NOISE_STREAM: u64 = 0x6e6f_6973_65; // "noise"
+
+/// How images are normalized before F sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputNorm {
+    /// The authors' per-channel mean 0.44 / std 0.19.
+    Dataset,
+    /// Per-image standardization (zero mean, unit variance over the image's 3×32×32 values).
+    Instance,
+}
+
+impl InputNorm {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputNorm::Dataset => "dataset",
+            InputNorm::Instance => "instance",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "dataset" => Some(InputNorm::Dataset),
+            "instance" => Some(InputNorm::Instance),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that defines a run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub experiment: Experiment,
+    pub hyper: Hyper,
+    pub source: String,
+    pub target: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Cap on iterations per epoch (quick runs); `None` = as many as the shorter loader gives.
+    pub iters_per_epoch: Option<usize>,
+    pub seed: u64,
+    pub input_norm: InputNorm,
+}
+
+/// The metrics of one epoch (one line of metrics.jsonl).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub iterations: u64,
+    pub source_val_acc: f64,
+    pub target_test_acc: f64,
+    pub target_train_acc: f64,
+    pub losses: Losses,
+    pub lr: f64,
+    pub lr_g: f64,
+    pub seconds: f64,
+}
+
+impl EpochMetrics {
+    fn to_json(&self, experiment: Experiment) -> String {
+        format!(
+            "{{\"experiment\":\"{}\",\"epoch\":{},\"iterations\":{},\"source_val_acc\":{:.4},\
+             \"target_test_acc\":{:.4},\"target_train_acc\":{:.4},\"loss_d\":{:?},\"loss_g\":{:?},\
+             \"loss_c\":{:?},\"loss_f\":{:?},\"lr\":{:?},\"lr_g\":{:?},\"seconds\":{:.3}}}",
+            experiment.name(),
+            self.epoch,
+            self.iterations,
+            self.source_val_acc,
+            self.target_test_acc,
+            self.target_train_acc,
+            self.losses.d,
+            self.losses.g,
+            self.losses.c,
+            self.losses.f,
+            self.lr,
+            self.lr_g,
+            self.seconds
+        )
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub config: RunConfig,
+    pub epochs: Vec<EpochMetrics>,
+    /// The epoch (1-based) with the best source-validation accuracy.
+    pub best_epoch: usize,
+    pub out: PathBuf,
+}
+
+impl RunSummary {
+    pub fn last(&self) -> &EpochMetrics {
+        self.epochs.last().expect("a run has at least one epoch")
+    }
+    pub fn best(&self) -> &EpochMetrics {
+        &self.epochs[self.best_epoch - 1]
+    }
+    pub fn seconds_per_iteration(&self) -> f64 {
+        let it: u64 = self.epochs.iter().map(|e| e.iterations).sum();
+        let s: f64 = self.epochs.iter().map(|e| e.seconds).sum();
+        if it == 0 {
+            0.0
+        } else {
+            s / it as f64
+        }
+    }
+}
+
+/// Where the run's files go.
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn plot(&self) -> PathBuf {
+        self.root.join("accuracy.png")
+    }
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn last(&self) -> PathBuf {
+        self.checkpoints().join("last.safetensors")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.checkpoints().join("best.safetensors")
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+fn data_err(e: data::DataError) -> Error {
+    Error::invalid("data", e.to_string())
+}
+
+/// Per-image standardization in place (each chunk of 3·32·32 values).
+fn instance_normalize(images: &mut [f32]) {
+    for img in images.chunks_mut(3 * 32 * 32) {
+        let n = img.len() as f64;
+        let mean = img.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = img.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let inv = 1.0 / (var.sqrt() + 1e-5);
+        img.iter_mut()
+            .for_each(|v| *v = ((*v as f64 - mean) * inv) as f32);
+    }
+}
+
+/// F's input tensor and D's [−1, 1] view of a data batch.
+fn tensors_of(b: &data::Batch, norm: InputNorm) -> Result<(Tensor, Tensor)> {
+    let unit = b.d_tensor()?;
+    let mut x = b.images.clone();
+    if norm == InputNorm::Instance {
+        instance_normalize(&mut x);
+    }
+    Ok((Tensor::new(b.shape(), x)?, unit))
+}
+
+/// The generator noise of `iteration`: (z_s, z_t), each [B, nz].
+pub fn noise_for(seed: u64, iteration: u64, batch: usize, nz: usize) -> Result<Noise> {
+    let per = (batch * nz) as u64;
+    let mut z_s = vec![0.0f32; batch * nz];
+    let mut z_t = vec![0.0f32; batch * nz];
+    rng::normal(seed, NOISE_STREAM, iteration * 2 * per, &mut z_s);
+    rng::normal(seed, NOISE_STREAM, iteration * 2 * per + per, &mut z_t);
+    Ok(Noise {
+        z_s: Tensor::new([batch, nz], z_s)?,
+        z_t: Tensor::new([batch, nz], z_t)?,
+    })
+}
+
+/// Accuracy (%) of argmax C(F(x)) over a whole split.
+pub fn evaluate(trainer: &mut Trainer, split: &Split, norm: InputNorm) -> Result<f64> {
+    let batcher = Batcher::eval(split, 250).map_err(data_err)?;
+    let mut correct = 0usize;
+    let mut total = 0usize;
+    for b in batcher.epoch(0) {
+        let (x, _) = tensors_of(&b, norm)?;
+        correct += trainer.count_correct(&x, &b.labels, 250)?;
+        total += b.len();
+    }
+    Ok(if total == 0 {
+        0.0
+    } else {
+        100.0 * correct as f64 / total as f64
+    })
+}
+
+/// Settings saved in each checkpoint so `--resume` needs nothing else.
+fn config_metadata(cfg: &RunConfig, epoch: usize, best: (usize, f64)) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("source".into(), cfg.source.clone());
+    m.insert("target".into(), cfg.target.clone());
+    m.insert("epochs".into(), cfg.epochs.to_string());
+    m.insert("epoch".into(), epoch.to_string());
+    m.insert("batch_size".into(), cfg.batch_size.to_string());
+    m.insert(
+        "iters_per_epoch".into(),
+        cfg.iters_per_epoch.map(|n| n.to_string()).unwrap_or_default(),
+    );
+    m.insert("seed".into(), cfg.seed.to_string());
+    m.insert("input_norm".into(), cfg.input_norm.name().into());
+    m.insert("best_epoch".into(), best.0.to_string());
+    m.insert("best_source_val_acc".into(), format!("{:?}", best.1));
+    m
+}
+
+/// Reads a run's configuration and position back from its last checkpoint.
+pub fn config_from_checkpoint(sd: &StateDict, path: &Path) -> Result<(RunConfig, usize, (usize, f64))> {
+    let bad = |k: &str| Error::Checkpoint {
+        path: path.display().to_string(),
+        detail: format!("metadata `{k}` missing or invalid (not a gtadapt training checkpoint?)"),
+    };
+    let get = |k: &str| sd.metadata.get(k).ok_or_else(|| bad(k));
+    let num = |k: &str| get(k)?.parse::<usize>().map_err(|_| bad(k));
+    let float = |k: &str| get(k)?.parse::<f64>().map_err(|_| bad(k));
+    let experiment = match get("experiment")?.as_str() {
+        "source-only" => Experiment::SourceOnly,
+        "exp1" => Experiment::Exp1,
+        "exp2" => Experiment::Exp2,
+        "exp3" => Experiment::Exp3,
+        _ => return Err(bad("experiment")),
+    };
+    let hyper = Hyper {
+        widths: crate::models::Widths {
+            ndf: num("ndf")?,
+            ngf: num("ngf")?,
+            nz: num("nz")?,
+        },
+        lr: float("lr")?,
+        beta1: float("beta1")?,
+        beta2: float("beta2")?,
+        adv_weight: float("adv_weight")? as f32,
+        alpha: float("alpha")? as f32,
+        lrd: float("lrd")?,
+    };
+    let ipe = get("iters_per_epoch")?;
+    let cfg = RunConfig {
+        experiment,
+        hyper,
+        source: get("source")?.clone(),
+        target: get("target")?.clone(),
+        epochs: num("epochs")?,
+        batch_size: num("batch_size")?,
+        iters_per_epoch: if ipe.is_empty() {
+            None
+        } else {
+            Some(ipe.parse().map_err(|_| bad("iters_per_epoch"))?)
+        },
+        seed: get("seed")?.parse().map_err(|_| bad("seed"))?,
+        input_norm: InputNorm::parse(get("input_norm")?).ok_or_else(|| bad("input_norm"))?,
+    };
+    Ok((cfg, num("epoch")?, (num("best_epoch")?, float("best_source_val_acc")?)))
+}
+
+/// Keeps the lines of metrics.jsonl up to `epoch` (those the checkpoint has seen).
+fn read_metrics_upto(path: &Path, epoch: usize) -> Result<Vec<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    Ok(text
+        .lines()
+        .filter(|l| {
+            json_field(l, "epoch")
+                .and_then(|v| v.parse::<usize>().ok())
+                .is_some_and(|e| e <= epoch)
+        })
+        .map(str::to_string)
+        .collect())
+}
+
+/// The raw value of `"key":value` in a flat JSON line written by this module.
+fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":");
+    let start = line.find(&pat)? + pat.len();
+    let rest = &line[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
+}
+
+fn parse_metrics(line: &str) -> Option<EpochMetrics> {
+    let f = |k: &str| json_field(line, k)?.parse::<f64>().ok();
+    Some(EpochMetrics {
+        epoch: json_field(line, "epoch")?.parse().ok()?,
+        iterations: json_field(line, "iterations")?.parse().ok()?,
+        source_val_acc: f("source_val_acc")?,
+        target_test_acc: f("target_test_acc")?,
+        target_train_acc: f("target_train_acc")?,
+        losses: Losses {
+            d: f("loss_d")? as f32,
+            g: f("loss_g")? as f32,
+            c: f("loss_c")? as f32,
+            f: f("loss_f")? as f32,
+        },
+        lr: f("lr")?,
+        lr_g: f("lr_g")?,
+        seconds: f("seconds")?,
+    })
+}
+
+/// Callbacks for progress display.
+pub trait Progress {
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _iterations: usize) {}
+    fn iteration(&mut self, _losses: &Losses) {}
+    fn epoch_end(&mut self, _m: &EpochMetrics) {}
+}
+
+/// No progress output (tests).
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Starts a new run in `out` (which must not hold a run unless `force`), or resumes the run in
+/// `out` when `resume` is set (its settings come from its checkpoint; `epochs_override` may
+/// extend it).
+pub fn run(
+    cfg: Option<RunConfig>,
+    out: &Path,
+    resume: bool,
+    force: bool,
+    epochs_override: Option<usize>,
+    progress: &mut dyn Progress,
+) -> Result<RunSummary> {
+    let dir = RunDir {
+        root: out.to_path_buf(),
+    };
+    let (cfg, mut trainer, start_epoch, mut best, mut history) = if resume {
+        let path = dir.last();
+        let sd = StateDict::read(&path)?;
+        let (mut cfg, epoch, best) = config_from_checkpoint(&sd, &path)?;
+        if let Some(e) = epochs_override {
+            cfg.epochs = e;
+        }
+        let mut trainer = Trainer::new(cfg.experiment, cfg.hyper, cfg.seed);
+        restore_trainer(&mut trainer, &sd, &path)?;
+        let lines = read_metrics_upto(&dir.metrics(), epoch)?;
+        let history: Vec<EpochMetrics> = lines.iter().filter_map(|l| parse_metrics(l)).collect();
+        if history.len() != epoch {
+            return Err(Error::Checkpoint {
+                path: dir.metrics().display().to_string(),
+                detail: format!(
+                    "holds {} readable epochs, the checkpoint is at epoch {epoch}",
+                    history.len()
+                ),
+            });
+        }
+        // Drop lines written after the checkpoint (an interrupted epoch).
+        write_lines(&dir.metrics(), &lines)?;
+        (cfg, trainer, epoch, best, history)
+    } else {
+        let cfg = cfg.ok_or_else(|| Error::invalid("train", "no configuration"))?;
+        if dir.metrics().exists() || dir.last().exists() {
+            if !force {
+                return Err(Error::invalid(
+                    "train",
+                    format!(
+                        "{} already holds a run: pass --resume {0} to continue it, or --force to \
+                         start over (its files are overwritten)",
+                        out.display()
+                    ),
+                ));
+            }
+            for p in [dir.metrics(), dir.last(), dir.best(), dir.plot()] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let trainer = Trainer::new(cfg.experiment, cfg.hyper, cfg.seed);
+        (cfg, trainer, 0, (0, f64::NEG_INFINITY), Vec::new())
+    };
+    for d in [dir.root.clone(), dir.samples(), dir.checkpoints()] {
+        std::fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
+    }
+
+    let source: Dataset = data::open(&cfg.source).map_err(data_err)?;
+    let target: Dataset = data::open(&cfg.target).map_err(data_err)?;
+    let src_batches = Batcher::train(&source.train, cfg.batch_size, cfg.seed).map_err(data_err)?;
+    let tgt_batches =
+        Batcher::train(&target.train, cfg.batch_size, cfg.seed ^ 0x7467_74).map_err(data_err)?;
+    let mut per_epoch = src_batches.len().min(tgt_batches.len());
+    if cfg.experiment == Experiment::SourceOnly {
+        per_epoch = src_batches.len();
+    }
+    if let Some(cap) = cfg.iters_per_epoch {
+        per_epoch = per_epoch.min(cap);
+    }
+    if per_epoch == 0 {
+        return Err(Error::invalid("train", "an epoch would have no iterations"));
+    }
+
+    for epoch in start_epoch + 1..=cfg.epochs {
+        let started = Instant::now();
+        progress.epoch_start(epoch, cfg.epochs, per_epoch);
+        let mut sum = Losses::default();
+        let e = epoch as u64;
+        for (i, (bs, bt)) in src_batches
+            .epoch(e)
+            .zip(tgt_batches.epoch(e))
+            .take(per_epoch)
+            .enumerate()
+        {
+            let (x_s, x_s_unit) = tensors_of(&bs, cfg.input_norm)?;
+            let (x_t, x_t_unit) = tensors_of(&bt, cfg.input_norm)?;
+            let batch = Batch {
+                x_s,
+                x_s_unit,
+                y_s: bs.labels.clone(),
+                x_t,
+                x_t_unit,
+            };
+            let noise = noise_for(cfg.seed, trainer.iteration, cfg.batch_size, cfg.hyper.widths.nz)?;
+            trainer.capture = i == 0;
+            let l = trainer.step(&batch, &noise)?;
+            for v in [l.d, l.g, l.c, l.f] {
+                if !v.is_finite() {
+                    return Err(Error::invalid(
+                        "train",
+                        format!(
+                            "non-finite loss at epoch {epoch}, iteration {} ({l:?}); the last good \
+                             checkpoint is {}",
+                            i + 1,
+                            dir.last().display()
+                        ),
+                    ));
+                }
+            }
+            sum.d += l.d;
+            sum.g += l.g;
+            sum.c += l.c;
+            sum.f += l.f;
+            progress.iteration(&l);
+        }
+        let k = per_epoch as f32;
+        let losses = Losses {
+            d: sum.d / k,
+            g: sum.g / k,
+            c: sum.c / k,
+            f: sum.f / k,
+        };
+        let lr = trainer.lr_decayed();
+        let m = EpochMetrics {
+            epoch,
+            iterations: per_epoch as u64,
+            source_val_acc: evaluate(&mut trainer, &source.test, cfg.input_norm)?,
+            target_test_acc: evaluate(&mut trainer, &target.test, cfg.input_norm)?,
+            target_train_acc: evaluate(&mut trainer, &target.train, cfg.input_norm)?,
+            losses,
+            lr,
+            lr_g: cfg.hyper.lr,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        if let Some((g_s, g_t)) = trainer.generated.take() {
+            let s = dir.samples();
+            report::write_image_grid(&s.join(format!("epoch-{epoch:03}-source.png")), &g_s)?;
+            report::write_image_grid(&s.join(format!("epoch-{epoch:03}-target.png")), &g_t)?;
+        }
+        let improved = m.source_val_acc > best.1;
+        if improved {
+            best = (epoch, m.source_val_acc);
+        }
+        history.push(m.clone());
+        let state = trainer_state(&trainer, &config_metadata(&cfg, epoch, best));
+        if improved {
+            state.write_atomic(&dir.best())?;
+        }
+        // The metrics line first, then the checkpoint that covers it: after a crash between
+        // the two, resume drops the line and redoes the epoch.
+        append_line(&dir.metrics(), &m.to_json(cfg.experiment))?;
+        state.write_atomic(&dir.last())?;
+        report::write_accuracy_plot(&dir.plot(), &history_curves(&history, cfg.experiment))?;
+        progress.epoch_end(&m);
+    }
+    if history.is_empty() {
+        return Err(Error::invalid(
+            "train",
+            format!("the run in {} already has all {} epochs", out.display(), cfg.epochs),
+        ));
+    }
+    Ok(RunSummary {
+        best_epoch: best.0.max(1),
+        config: cfg,
+        epochs: history,
+        out: out.to_path_buf(),
+    })
+}
+
+/// The two curves of the accuracy plot.
+pub fn history_curves(history: &[EpochMetrics], exp: Experiment) -> Vec<report::Curve> {
+    vec![
+        report::Curve {
+            label: format!("{} source val", exp.name()),
+            points: history.iter().map(|m| (m.epoch as f64, m.source_val_acc)).collect(),
+            dashed: true,
+            color_index: 0,
+        },
+        report::Curve {
+            label: format!("{} target test", exp.name()),
+            points: history.iter().map(|m| (m.epoch as f64, m.target_test_acc)).collect(),
+            dashed: false,
+            color_index: 0,
+        },
+    ]
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    writeln!(f, "{line}").map_err(|e| io_err(path, e))?;
+    f.sync_all().map_err(|e| io_err(path, e))
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> Result<()> {
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    crate::checkpoint::write_file_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fields_round_trip() {
+        let m = EpochMetrics {
+            epoch: 3,
+            iterations: 7,
+            source_val_acc: 91.25,
+            target_test_acc: 12.5,
+            target_train_acc: 13.0,
+            losses: Losses {
+                d: 1.5,
+                g: 0.25,
+                c: 0.125,
+                f: 2.0,
+            },
+            lr: 4.9e-4,
+            lr_g: 5e-4,
+            seconds: 1.5,
+        };
+        let line = m.to_json(Experiment::Exp1);
+        assert_eq!(parse_metrics(&line), Some(m));
+        assert_eq!(json_field(&line, "experiment"), Some("exp1"));
+    }
+
+    #[test]
+    fn instance_norm_standardizes_each_image() {
+        let mut v: Vec<f32> = (0..2 * 3072).map(|i| (i % 97) as f32 * 0.3 + 5.0).collect();
+        instance_normalize(&mut v);
+        for img in v.chunks(3072) {
+            let m: f64 = img.iter().map(|&x| x as f64).sum::<f64>() / 3072.0;
+            let s: f64 = img.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / 3072.0;
+            assert!(m.abs() < 1e-5 && (s - 1.0).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn noise_is_a_function_of_seed_and_iteration() {
+        let a = noise_for(1, 5, 3, 4).unwrap();
+        let b = noise_for(1, 5, 3, 4).unwrap();
+        let c = noise_for(1, 6, 3, 4).unwrap();
+        assert_eq!(a.z_s.data(), b.z_s.data());
+        assert_ne!(a.z_s.data(), a.z_t.data());
+        assert_ne!(a.z_s.data(), c.z_s.data());
+    }
+}

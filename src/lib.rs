@@ -8,7 +8,10 @@
 //! - [`tape`]: the autograd tape.
 //! - [`rng`]: Philox-4x32-10 counter-based random numbers (same draws on CPU and GPU).
 //! - [`device`]: which backends this machine can run (CUDA driver detection).
+//! - [`data`]: datasets — memory-mapped IDX files, MNIST/SVHN fetch and import, the embedded
+//!   default pair (`embedded-mnist`, `embedded-mnistm`), batching.
 
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod float;

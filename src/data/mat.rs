@@ -503,10 +503,12 @@ pub fn parse(
         let start = pos + 8;
         let end = match start.checked_add(n) {
             Some(e) if e <= bytes.len() => e,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "element at offset {pos} declares {n} bytes but only {} remain (truncated file?)",
                 bytes.len() - start
-            )),
+            ))
+            }
         };
         let at = format!("at offset {pos}");
         let body = &bytes[start..end];

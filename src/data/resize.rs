@@ -1,12 +1,14 @@
 //! Bilinear resizing of u8 images, bit-exact with Pillow's `Image.resize(size, BILINEAR)`
 //! (what torchvision's `transforms.Resize` runs on a PIL image, antialiased).
 //!
-//! Pillow resamples separably, horizontal pass first, each output pixel a weighted sum of the
+//! Pillow resamples separably (horizontal pass first, unless the height shrinks by more than
+//! twice as many pixels as the width: then vertical first), each output pixel a weighted sum of the
 //! input pixels under a triangle filter centred at `(x + 0.5)·scale` (half-pixel centres). When
 //! shrinking, the filter is widened by the scale factor (antialiasing); when enlarging (28 → 32)
 //! it is plain bilinear interpolation with edge pixels clamped. Weights are normalized, turned
 //! into 22-bit fixed point, and every pass rounds to u8 — so the intermediate image is u8 too.
-//! This file reproduces those steps (Pillow's `src/libImaging/Resample.c`), which makes the
+//! This file reproduces those steps (Pillow 13's `src/libImaging/Resample.c`; Pillow before 11
+//! always ran the horizontal pass first, which only matters when shrinking), which makes the
 //! result identical to Pillow's, pixel for pixel; the tests check it against Pillow output.
 //!
 //! Difference from `transforms.Resize(32)`: given an int, torchvision resizes the *shorter*
@@ -117,50 +119,70 @@ impl Resizer {
         (self.vert.out_size, self.horiz.out_size)
     }
 
+    /// Whether Pillow runs the vertical pass first: when the height shrinks, by more than twice
+    /// as many pixels as the width does.
+    pub fn vertical_first(&self) -> bool {
+        let dy = self.vert.in_size as i64 - self.vert.out_size as i64;
+        let dx = self.horiz.in_size as i64 - self.horiz.out_size as i64;
+        dy > 0 && dy > dx * 2
+    }
+
     /// Resizes one plane. `src` is in_h·in_w bytes, `dst` out_h·out_w; `tmp` is scratch.
     pub fn plane(&self, src: &[u8], dst: &mut [u8], tmp: &mut Vec<u8>) {
         let (ih, iw) = self.in_size();
         let (oh, ow) = self.out_size();
         debug_assert_eq!(src.len(), ih * iw);
         debug_assert_eq!(dst.len(), oh * ow);
-        // Horizontal pass first (into ih × ow), then vertical — Pillow's order.
-        let mid: &[u8] = if self.horiz.is_identity() {
-            src
-        } else {
-            tmp.clear();
-            tmp.resize(ih * ow, 0);
-            let a = &self.horiz;
-            for y in 0..ih {
-                let row = &src[y * iw..(y + 1) * iw];
-                let out = &mut tmp[y * ow..(y + 1) * ow];
-                for (xx, o) in out.iter_mut().enumerate() {
-                    let (xmin, taps) = a.bounds[xx];
-                    let k = &a.k[xx * a.ksize..xx * a.ksize + taps];
-                    let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-                    for (p, &kk) in row[xmin..xmin + taps].iter().zip(k) {
-                        ss = ss.wrapping_add(*p as i32 * kk);
-                    }
-                    *o = clip8(ss);
+        match (self.horiz.is_identity(), self.vert.is_identity()) {
+            (true, true) => dst.copy_from_slice(src),
+            (false, true) => horizontal(&self.horiz, src, ih, dst),
+            (true, false) => vertical(&self.vert, src, iw, dst),
+            (false, false) => {
+                tmp.clear();
+                if self.vertical_first() {
+                    tmp.resize(oh * iw, 0);
+                    vertical(&self.vert, src, iw, tmp);
+                    horizontal(&self.horiz, tmp, oh, dst);
+                } else {
+                    tmp.resize(ih * ow, 0);
+                    horizontal(&self.horiz, src, ih, tmp);
+                    vertical(&self.vert, tmp, ow, dst);
                 }
             }
-            tmp
-        };
-        if self.vert.is_identity() {
-            dst.copy_from_slice(mid);
-            return;
         }
-        let a = &self.vert;
-        for yy in 0..oh {
-            let (ymin, taps) = a.bounds[yy];
-            let k = &a.k[yy * a.ksize..yy * a.ksize + taps];
-            let out = &mut dst[yy * ow..(yy + 1) * ow];
-            for (xx, o) in out.iter_mut().enumerate() {
-                let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-                for (y, &kk) in k.iter().enumerate() {
-                    ss = ss.wrapping_add(mid[(ymin + y) * ow + xx] as i32 * kk);
-                }
-                *o = clip8(ss);
+    }
+}
+
+/// Resamples each of `rows` rows of `src` (width `a.in_size`) into `dst` (width `a.out_size`).
+fn horizontal(a: &Axis, src: &[u8], rows: usize, dst: &mut [u8]) {
+    let (iw, ow) = (a.in_size, a.out_size);
+    for y in 0..rows {
+        let row = &src[y * iw..(y + 1) * iw];
+        let out = &mut dst[y * ow..(y + 1) * ow];
+        for (xx, o) in out.iter_mut().enumerate() {
+            let (xmin, taps) = a.bounds[xx];
+            let k = &a.k[xx * a.ksize..xx * a.ksize + taps];
+            let mut ss: i32 = 1 << (PRECISION_BITS - 1);
+            for (p, &kk) in row[xmin..xmin + taps].iter().zip(k) {
+                ss = ss.wrapping_add(*p as i32 * kk);
             }
+            *o = clip8(ss);
+        }
+    }
+}
+
+/// Resamples each column of `src` (height `a.in_size`, `width` columns) into `dst`.
+fn vertical(a: &Axis, src: &[u8], width: usize, dst: &mut [u8]) {
+    for yy in 0..a.out_size {
+        let (ymin, taps) = a.bounds[yy];
+        let k = &a.k[yy * a.ksize..yy * a.ksize + taps];
+        let out = &mut dst[yy * width..(yy + 1) * width];
+        for (xx, o) in out.iter_mut().enumerate() {
+            let mut ss: i32 = 1 << (PRECISION_BITS - 1);
+            for (y, &kk) in k.iter().enumerate() {
+                ss = ss.wrapping_add(src[(ymin + y) * width + xx] as i32 * kk);
+            }
+            *o = clip8(ss);
         }
     }
 }

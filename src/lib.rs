@@ -8,8 +8,17 @@
 //! - [`tape`]: the autograd tape.
 //! - [`rng`]: Philox-4x32-10 counter-based random numbers (same draws on CPU and GPU).
 //! - [`device`]: which backends this machine can run (CUDA driver detection).
+//! - [`nn`], [`models`]: layers over named parameters (PyTorch `state_dict` keys) and the GTA
+//!   networks F1, C1, F2, C2, G, D, G4, D_src, D_tgt.
+//! - [`gta`]: the four-network iteration, exp3's variant, source-only.
+//! - [`train`]: a training run — epochs, evaluation, metrics, checkpoints, resume.
+//! - [`checkpoint`]: safetensors checkpoints, atomic writes.
+//! - [`report`]: accuracy plots and image grids (PNG).
+//! - [`data`]: datasets — memory-mapped IDX files, MNIST/SVHN fetch and import, the embedded
+//!   default pair (`embedded-mnist`, `embedded-mnistm`), batching.
 
 pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod float;

@@ -145,6 +145,26 @@ fn balanced(total: usize, max_len: usize) -> usize {
     total.div_ceil(total.div_ceil(max_len.clamp(1, total)))
 }
 
+/// The entries of one column-matrix row that read the image: `rows` runs of `len` entries;
+/// run `j` covers column entries `col + j·col_step ..` (consecutive) and reads the image
+/// elements `im + j·im_step`, every `stride`-th.
+#[derive(Clone, Copy)]
+struct Run {
+    col: usize,
+    im: usize,
+    len: usize,
+    rows: usize,
+    col_step: usize,
+    im_step: usize,
+}
+
+impl Run {
+    /// (column, image) start of each run.
+    fn starts(self) -> impl Iterator<Item = (usize, usize)> {
+        (0..self.rows).map(move |j| (self.col + j * self.col_step, self.im + j * self.im_step))
+    }
+}
+
 /// Output positions `o < out` whose input index `o·stride + k − pad` lies in `0..size`, as a
 /// range `lo..hi` (empty when `lo >= hi`).
 fn valid_range(out: usize, size: usize, k: usize, stride: usize, pad: usize) -> (usize, usize) {
@@ -186,10 +206,9 @@ impl Geom {
     }
 
     /// Walks the im2col correspondence of one sample whose columns start at `base` in a column
-    /// matrix with row length `ld`, one run per (row `r` = (channel, ki, kj), output row `oy`):
-    /// `f(col, im, len)` means column entries `col..col + len` read the image elements `im`,
-    /// `im + stride`, … Entries that read the zero padding are not visited.
-    fn walk(&self, ld: usize, base: usize, mut f: impl FnMut(usize, usize, usize)) {
+    /// matrix with row length `ld`: one [`Run`] per row `r` = (channel, ki, kj) of the column
+    /// matrix. Entries that read the zero padding are not visited.
+    fn walk(&self, ld: usize, base: usize, mut f: impl FnMut(Run)) {
         let (s, pad) = (self.stride, self.pad);
         let ranges = |out, size, k| -> Vec<(usize, usize)> {
             (0..k).map(|i| valid_range(out, size, i, s, pad)).collect()
@@ -201,19 +220,19 @@ impl Geom {
         for c in 0..self.c_im {
             for (ki, &(ylo, yhi)) in yr.iter().enumerate() {
                 for (kj, &(xlo, xhi)) in xr.iter().enumerate() {
-                    if xlo >= xhi {
+                    if xlo >= xhi || ylo >= yhi {
                         continue;
                     }
-                    let row = base + ((c * self.kh + ki) * self.kw + kj) * ld + xlo;
-                    let ix = xlo * s + kj - pad;
-                    for oy in ylo..yhi {
-                        let iy = oy * s + ki - pad;
-                        f(
-                            row + oy * self.wo,
-                            (c * self.h + iy) * self.w + ix,
-                            xhi - xlo,
-                        );
-                    }
+                    let r = (c * self.kh + ki) * self.kw + kj;
+                    let (iy, ix) = (ylo * s + ki - pad, xlo * s + kj - pad);
+                    f(Run {
+                        col: base + r * ld + ylo * self.wo + xlo,
+                        im: (c * self.h + iy) * self.w + ix,
+                        len: xhi - xlo,
+                        rows: yhi - ylo,
+                        col_step: self.wo,
+                        im_step: s * self.w,
+                    });
                 }
             }
         }
@@ -229,15 +248,17 @@ impl Geom {
             cols.fill(T::ZERO);
         }
         for (s, im) in im.chunks_exact(self.im_len()).enumerate() {
-            self.walk(ld, s * p, |c, i, len| {
-                let dst = &mut cols[c..c + len];
-                // memcpy only pays for long runs (tiny images make runs of 1 … 4 entries).
-                if st == 1 && len >= 16 {
-                    dst.copy_from_slice(&im[i..i + len]);
-                } else {
-                    dst.iter_mut()
-                        .zip(im[i..].iter().step_by(st))
-                        .for_each(|(d, &v)| *d = v);
+            self.walk(ld, s * p, |run| {
+                for (c, i) in run.starts() {
+                    let dst = &mut cols[c..c + run.len];
+                    // memcpy only pays for long runs (tiny images make runs of 1 … 4 entries).
+                    if st == 1 && run.len >= 16 {
+                        dst.copy_from_slice(&im[i..i + run.len]);
+                    } else {
+                        for (t, d) in dst.iter_mut().enumerate() {
+                            *d = im[i + t * st];
+                        }
+                    }
                 }
             });
         }
@@ -248,17 +269,17 @@ impl Geom {
         let (p, st) = (self.pix(), self.stride);
         let ld = im.len() / self.im_len() * p;
         for (s, im) in im.chunks_exact_mut(self.im_len()).enumerate() {
-            self.walk(ld, s * p, |c, i, len| {
-                let src = &cols[c..c + len];
-                if st == 1 {
-                    let dst = &mut im[i..i + len];
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
-                } else {
-                    im[i..]
-                        .iter_mut()
-                        .step_by(st)
-                        .zip(src)
-                        .for_each(|(d, &v)| *d += v);
+            self.walk(ld, s * p, |run| {
+                for (c, i) in run.starts() {
+                    let src = &cols[c..c + run.len];
+                    if st == 1 {
+                        let dst = &mut im[i..i + run.len];
+                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                    } else {
+                        for (t, &v) in src.iter().enumerate() {
+                            im[i + t * st] += v;
+                        }
+                    }
                 }
             });
         }

@@ -101,16 +101,21 @@ impl Fixture {
 
     /// Asserts max|ours − want| ≤ bound · max(1, max|want|).
     pub fn check_within(&self, key: &str, ours: &[f32], bound: f32) {
+        let scale = self.t(key).iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        self.check_abs(key, ours, bound * scale);
+    }
+
+    /// Asserts max|ours − want| ≤ `tolerance`.
+    pub fn check_abs(&self, key: &str, ours: &[f32], tolerance: f32) {
         let want = self.t(key);
         assert_eq!(ours.len(), want.len(), "{}/{key}: length", self.name);
-        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let err = ours
             .iter()
             .zip(want)
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(
-            err <= bound * scale,
-            "{}/{key}: max error {err:e} > {bound:e}·{scale}",
+            err <= tolerance,
+            "{}/{key}: max error {err:e} > tolerance {tolerance:e}",
             self.name
         );
     }

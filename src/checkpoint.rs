@@ -166,7 +166,11 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| ckpt_err(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -289,9 +293,12 @@ pub fn load_network(net: &mut Network, sd: &StateDict, prefix: &str, path: &Path
 /// and widths match, then loads weights, buffers, Adam state and the iteration count.
 pub fn restore_trainer(trainer: &mut Trainer, sd: &StateDict, path: &Path) -> Result<()> {
     let meta = |k: &str| {
-        sd.metadata
-            .get(k)
-            .ok_or_else(|| ckpt_err(path, format!("metadata `{k}` missing (not a gtadapt checkpoint?)")))
+        sd.metadata.get(k).ok_or_else(|| {
+            ckpt_err(
+                path,
+                format!("metadata `{k}` missing (not a gtadapt checkpoint?)"),
+            )
+        })
     };
     let exp = meta("experiment")?;
     if exp != trainer.experiment.name() {

@@ -293,7 +293,10 @@ impl Trainer {
             ));
         }
         if let Some(&bad) = batch.y_s.iter().find(|&&l| l as usize >= CLASSES) {
-            return Err(Error::invalid("gta step", format!("label {bad} ≥ {CLASSES}")));
+            return Err(Error::invalid(
+                "gta step",
+                format!("label {bad} ≥ {CLASSES}"),
+            ));
         }
         let losses = match self.experiment {
             Experiment::SourceOnly => self.step_source_only(batch)?,
@@ -424,10 +427,7 @@ impl Trainer {
                 let (sv, tv) = (&new_s, &new_t);
                 let o = d_src.forward(&mut tape, sv, g_s, true)?;
                 let t = d_tgt.forward(&mut tape, tv, g_t, true)?;
-                let terms = [
-                    tape.cross_entropy(o, y)?,
-                    tape.bce_with_logits(t, real())?,
-                ];
+                let terms = [tape.cross_entropy(o, y)?, tape.bce_with_logits(t, real())?];
                 let loss_g = sum(&mut tape, &terms)?;
                 let o2 = d_src.forward(&mut tape, sv, g_s, true)?;
                 let t2 = d_tgt.forward(&mut tape, tv, g_t, true)?;
@@ -478,7 +478,10 @@ impl Trainer {
         }
         let per = dims[1] * dims[2] * dims[3];
         let mut correct = 0;
-        for (start, lab) in (0..dims[0]).step_by(chunk.max(1)).zip(labels.chunks(chunk.max(1))) {
+        for (start, lab) in (0..dims[0])
+            .step_by(chunk.max(1))
+            .zip(labels.chunks(chunk.max(1)))
+        {
             let m = lab.len();
             let xs = Tensor::new(
                 [m, dims[1], dims[2], dims[3]],

@@ -91,7 +91,13 @@ impl Embedder {
         Embedder { net, dim }
     }
 
-    pub fn forward(&mut self, tape: &mut Tape, vars: &[Var], x: Var, training: bool) -> Result<Var> {
+    pub fn forward(
+        &mut self,
+        tape: &mut Tape,
+        vars: &[Var],
+        x: Var,
+        training: bool,
+    ) -> Result<Var> {
         let h = self.net.run(tape, vars, 0, x, training)?;
         tape.flatten(h)
     }
@@ -126,7 +132,13 @@ impl Classifier {
         Classifier { net }
     }
 
-    pub fn forward(&mut self, tape: &mut Tape, vars: &[Var], e: Var, training: bool) -> Result<Var> {
+    pub fn forward(
+        &mut self,
+        tape: &mut Tape,
+        vars: &[Var],
+        e: Var,
+        training: bool,
+    ) -> Result<Var> {
         self.net.run(tape, vars, 0, e, training)
     }
 }
@@ -239,7 +251,8 @@ impl Discriminator {
             .max_pool2d(4);
         net.sequential("classifier_c", init)
             .linear(2 * ndf, CLASSES, true);
-        net.sequential("classifier_s", init).linear(2 * ndf, 1, true);
+        net.sequential("classifier_s", init)
+            .linear(2 * ndf, 1, true);
         Discriminator { net }
     }
 
@@ -284,7 +297,13 @@ impl PatchDiscriminator {
     }
 
     /// Logits [N, K].
-    pub fn forward(&mut self, tape: &mut Tape, vars: &[Var], x: Var, training: bool) -> Result<Var> {
+    pub fn forward(
+        &mut self,
+        tape: &mut Tape,
+        vars: &[Var],
+        x: Var,
+        training: bool,
+    ) -> Result<Var> {
         let h = self.net.run(tape, vars, 0, x, training)?;
         tape.flatten(h)
     }
@@ -329,7 +348,11 @@ mod tests {
         }
         let g = Generator::new(GeneratorArch::G, f.dim, w, &init);
         let gn = names(&g.net);
-        for key in ["netG.main.0.weight", "netG.main.1.running_var", "netG.main.12.weight"] {
+        for key in [
+            "netG.main.0.weight",
+            "netG.main.1.running_var",
+            "netG.main.12.weight",
+        ] {
             assert!(gn.iter().any(|n| n == key), "missing {key} in {gn:?}");
         }
         assert_eq!(g.net.params[0].value.dims(), &[651, 512, 2, 2]);

@@ -185,7 +185,7 @@ fn instance_normalize(images: &mut [f32]) {
 }
 
 /// F's input tensor and D's [−1, 1] view of a data batch.
-fn tensors_of(b: &data::Batch, norm: InputNorm) -> Result<(Tensor, Tensor)> {
+pub fn input_tensors(b: &data::Batch, norm: InputNorm) -> Result<(Tensor, Tensor)> {
     let unit = b.d_tensor()?;
     let mut x = b.images.clone();
     if norm == InputNorm::Instance {
@@ -213,7 +213,7 @@ pub fn evaluate(trainer: &mut Trainer, split: &Split, norm: InputNorm) -> Result
     let mut correct = 0usize;
     let mut total = 0usize;
     for b in batcher.epoch(0) {
-        let (x, _) = tensors_of(&b, norm)?;
+        let (x, _) = input_tensors(&b, norm)?;
         correct += trainer.count_correct(&x, &b.labels, 250)?;
         total += b.len();
     }
@@ -234,7 +234,9 @@ fn config_metadata(cfg: &RunConfig, epoch: usize, best: (usize, f64)) -> BTreeMa
     m.insert("batch_size".into(), cfg.batch_size.to_string());
     m.insert(
         "iters_per_epoch".into(),
-        cfg.iters_per_epoch.map(|n| n.to_string()).unwrap_or_default(),
+        cfg.iters_per_epoch
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
     );
     m.insert("seed".into(), cfg.seed.to_string());
     m.insert("input_norm".into(), cfg.input_norm.name().into());
@@ -244,7 +246,10 @@ fn config_metadata(cfg: &RunConfig, epoch: usize, best: (usize, f64)) -> BTreeMa
 }
 
 /// Reads a run's configuration and position back from its last checkpoint.
-pub fn config_from_checkpoint(sd: &StateDict, path: &Path) -> Result<(RunConfig, usize, (usize, f64))> {
+pub fn config_from_checkpoint(
+    sd: &StateDict,
+    path: &Path,
+) -> Result<(RunConfig, usize, (usize, f64))> {
     let bad = |k: &str| Error::Checkpoint {
         path: path.display().to_string(),
         detail: format!("metadata `{k}` missing or invalid (not a gtadapt training checkpoint?)"),
@@ -288,7 +293,11 @@ pub fn config_from_checkpoint(sd: &StateDict, path: &Path) -> Result<(RunConfig,
         seed: get("seed")?.parse().map_err(|_| bad("seed"))?,
         input_norm: InputNorm::parse(get("input_norm")?).ok_or_else(|| bad("input_norm"))?,
     };
-    Ok((cfg, num("epoch")?, (num("best_epoch")?, float("best_source_val_acc")?)))
+    Ok((
+        cfg,
+        num("epoch")?,
+        (num("best_epoch")?, float("best_source_val_acc")?),
+    ))
 }
 
 /// Keeps the lines of metrics.jsonl up to `epoch` (those the checkpoint has seen).
@@ -437,8 +446,8 @@ pub fn run(
             .take(per_epoch)
             .enumerate()
         {
-            let (x_s, x_s_unit) = tensors_of(&bs, cfg.input_norm)?;
-            let (x_t, x_t_unit) = tensors_of(&bt, cfg.input_norm)?;
+            let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
+            let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
             let batch = Batch {
                 x_s,
                 x_s_unit,
@@ -446,7 +455,12 @@ pub fn run(
                 x_t,
                 x_t_unit,
             };
-            let noise = noise_for(cfg.seed, trainer.iteration, cfg.batch_size, cfg.hyper.widths.nz)?;
+            let noise = noise_for(
+                cfg.seed,
+                trainer.iteration,
+                cfg.batch_size,
+                cfg.hyper.widths.nz,
+            )?;
             trainer.capture = i == 0;
             let l = trainer.step(&batch, &noise)?;
             for v in [l.d, l.g, l.c, l.f] {
@@ -511,7 +525,11 @@ pub fn run(
     if history.is_empty() {
         return Err(Error::invalid(
             "train",
-            format!("the run in {} already has all {} epochs", out.display(), cfg.epochs),
+            format!(
+                "the run in {} already has all {} epochs",
+                out.display(),
+                cfg.epochs
+            ),
         ));
     }
     Ok(RunSummary {
@@ -527,13 +545,19 @@ pub fn history_curves(history: &[EpochMetrics], exp: Experiment) -> Vec<report::
     vec![
         report::Curve {
             label: format!("{} source val", exp.name()),
-            points: history.iter().map(|m| (m.epoch as f64, m.source_val_acc)).collect(),
+            points: history
+                .iter()
+                .map(|m| (m.epoch as f64, m.source_val_acc))
+                .collect(),
             dashed: true,
             color_index: 0,
         },
         report::Curve {
             label: format!("{} target test", exp.name()),
-            points: history.iter().map(|m| (m.epoch as f64, m.target_test_acc)).collect(),
+            points: history
+                .iter()
+                .map(|m| (m.epoch as f64, m.target_test_acc))
+                .collect(),
             dashed: false,
             color_index: 0,
         },

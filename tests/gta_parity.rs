@@ -62,7 +62,11 @@ fn run(exp: Experiment, file: &str) {
         Tensor::new(d.as_slice(), v.clone()).unwrap()
     };
     let y_s: Vec<u32> = f.ints["batch.y_s"].iter().map(|&v| v as u32).collect();
-    let x_t = if f.has("batch.x_t") { "batch.x_t" } else { "batch.x_s" };
+    let x_t = if f.has("batch.x_t") {
+        "batch.x_t"
+    } else {
+        "batch.x_s"
+    };
     let batch = Batch::from_normalized(tensor("batch.x_s"), y_s.clone(), tensor(x_t)).unwrap();
     let (b, nz) = (y_s.len(), hyper.widths.nz);
     for it in 1..=f.meta_usize("iterations") {
@@ -81,7 +85,12 @@ fn run(exp: Experiment, file: &str) {
         let losses = trainer.step(&batch, &noise).unwrap();
         let bound = if it == 1 { 1e-5 } else { 1e-4 };
         let mut compared = 0;
-        for (name, v) in [("D", losses.d), ("G", losses.g), ("C", losses.c), ("F", losses.f)] {
+        for (name, v) in [
+            ("D", losses.d),
+            ("G", losses.g),
+            ("C", losses.c),
+            ("F", losses.f),
+        ] {
             let key = format!("iter{it}.loss.{name}");
             if f.has(&key) {
                 f.check_within(&key, &[v], bound);
@@ -95,7 +104,12 @@ fn run(exp: Experiment, file: &str) {
     let noise_driven: Vec<String> = f
         .meta
         .get("noise_driven")
-        .map(|s| s.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let mut compared = 0;
     for net in trainer.networks() {

@@ -332,8 +332,8 @@ impl SeqBuilder<'_> {
             .init
             .linear_weight(&self.full_name(&m, "weight"), [fout, fin]);
         let weight = self.add_param(&m, "weight", w);
-        let bias = bias
-            .then(|| self.add_param(&m, "bias", Tensor::zeros([fout]).expect("small shape")));
+        let bias =
+            bias.then(|| self.add_param(&m, "bias", Tensor::zeros([fout]).expect("small shape")));
         self.push(Layer::Linear { weight, bias })
     }
 

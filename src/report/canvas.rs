@@ -102,7 +102,14 @@ impl Canvas {
     }
 
     /// A line `thickness` pixels wide; `dash` > 0 draws dash-long segments with equal gaps.
-    pub fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: Color, thickness: i64, dash: usize) {
+    pub fn line(
+        &mut self,
+        (x0, y0): (f64, f64),
+        (x1, y1): (f64, f64),
+        c: Color,
+        thickness: i64,
+        dash: usize,
+    ) {
         let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
         for s in 0..=steps {
             if dash > 0 && (s / dash) % 2 == 1 {
@@ -111,7 +118,13 @@ impl Canvas {
             let t = s as f64 / steps as f64;
             let x = (x0 + (x1 - x0) * t).round() as i64;
             let y = (y0 + (y1 - y0) * t).round() as i64;
-            self.fill_rect(x - thickness / 2, y - thickness / 2, thickness, thickness, c);
+            self.fill_rect(
+                x - thickness / 2,
+                y - thickness / 2,
+                thickness,
+                thickness,
+                c,
+            );
         }
     }
 
@@ -124,7 +137,13 @@ impl Canvas {
                 for (row, bits) in g.iter().enumerate() {
                     for col in 0..3 {
                         if bits & (4 >> col) != 0 {
-                            self.fill_rect(cx + col * scale, y + row as i64 * scale, scale, scale, c);
+                            self.fill_rect(
+                                cx + col * scale,
+                                y + row as i64 * scale,
+                                scale,
+                                scale,
+                                c,
+                            );
                         }
                     }
                 }

@@ -39,7 +39,14 @@ pub fn accuracy_plot(curves: &[Curve]) -> Canvas {
         .fold(1.0f64, f64::max);
     let pw = (w - left - right) as f64;
     let ph = (h - top - bottom) as f64;
-    let x_of = |e: f64| left as f64 + if max_epoch > 1.0 { (e - 1.0) / (max_epoch - 1.0) * pw } else { pw / 2.0 };
+    let x_of = |e: f64| {
+        left as f64
+            + if max_epoch > 1.0 {
+                (e - 1.0) / (max_epoch - 1.0) * pw
+            } else {
+                pw / 2.0
+            }
+    };
     let y_of = |a: f64| top as f64 + (1.0 - a.clamp(0.0, 100.0) / 100.0) * ph;
     let grey = [225, 225, 225];
     let ink = [40, 40, 40];
@@ -48,25 +55,61 @@ pub fn accuracy_plot(curves: &[Curve]) -> Canvas {
         let y = y_of(a);
         c.line((left as f64, y), ((w - right) as f64, y), grey, 1, 0);
         let label = format!("{}", a as i64);
-        c.text(left - 8 - Canvas::text_width(&label, 2), y as i64 - 5, &label, 2, ink);
+        c.text(
+            left - 8 - Canvas::text_width(&label, 2),
+            y as i64 - 5,
+            &label,
+            2,
+            ink,
+        );
     }
     let ticks = (max_epoch as usize).clamp(1, 10);
     for k in 0..ticks {
         let e = 1.0 + (max_epoch - 1.0) * k as f64 / (ticks.max(2) - 1) as f64;
         let x = x_of(e.round());
-        c.line((x, (h - bottom) as f64), (x, (h - bottom + 4) as f64), ink, 1, 0);
+        c.line(
+            (x, (h - bottom) as f64),
+            (x, (h - bottom + 4) as f64),
+            ink,
+            1,
+            0,
+        );
         let label = format!("{}", e.round() as i64);
-        c.text(x as i64 - Canvas::text_width(&label, 2) / 2, h - bottom + 8, &label, 2, ink);
+        c.text(
+            x as i64 - Canvas::text_width(&label, 2) / 2,
+            h - bottom + 8,
+            &label,
+            2,
+            ink,
+        );
     }
-    c.line((left as f64, top as f64), (left as f64, (h - bottom) as f64), ink, 1, 0);
-    c.line((left as f64, (h - bottom) as f64), ((w - right) as f64, (h - bottom) as f64), ink, 1, 0);
+    c.line(
+        (left as f64, top as f64),
+        (left as f64, (h - bottom) as f64),
+        ink,
+        1,
+        0,
+    );
+    c.line(
+        (left as f64, (h - bottom) as f64),
+        ((w - right) as f64, (h - bottom) as f64),
+        ink,
+        1,
+        0,
+    );
     c.text(w / 2 - 20, h - 16, "EPOCH", 2, ink);
     c.text(4, 4, "ACC %", 2, ink);
     for cv in curves {
         let color = PALETTE[cv.color_index % PALETTE.len()];
         let dash = if cv.dashed { 6 } else { 0 };
         for pair in cv.points.windows(2) {
-            c.line((x_of(pair[0].0), y_of(pair[0].1)), (x_of(pair[1].0), y_of(pair[1].1)), color, 2, dash);
+            c.line(
+                (x_of(pair[0].0), y_of(pair[0].1)),
+                (x_of(pair[1].0), y_of(pair[1].1)),
+                color,
+                2,
+                dash,
+            );
         }
         for &(e, a) in &cv.points {
             c.fill_rect(x_of(e) as i64 - 2, y_of(a) as i64 - 2, 5, 5, color);
@@ -78,7 +121,13 @@ pub fn accuracy_plot(curves: &[Curve]) -> Canvas {
     for cv in curves {
         let color = PALETTE[cv.color_index % PALETTE.len()];
         let x = w - right - 16 - Canvas::text_width(&cv.label, 2) - 30;
-        c.line((x as f64, (y + 5) as f64), ((x + 22) as f64, (y + 5) as f64), color, 2, if cv.dashed { 4 } else { 0 });
+        c.line(
+            (x as f64, (y + 5) as f64),
+            ((x + 22) as f64, (y + 5) as f64),
+            color,
+            2,
+            if cv.dashed { 4 } else { 0 },
+        );
         c.text(x + 28, y, &cv.label, 2, ink);
         y += 14;
     }

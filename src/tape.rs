@@ -275,10 +275,13 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    /// (op name, need flags) of every backward call, in order.
+    type CallLog = Rc<RefCell<Vec<(&'static str, Vec<bool>)>>>;
+
     /// y = a·x (elementwise, scalar a per input 0) — records which input gradients were asked.
     struct Scale {
         factor: f32,
-        log: Rc<RefCell<Vec<(&'static str, Vec<bool>)>>>,
+        log: CallLog,
         name: &'static str,
     }
 
@@ -308,7 +311,7 @@ mod tests {
         x: Var,
         factor: f32,
         name: &'static str,
-        log: &Rc<RefCell<Vec<(&'static str, Vec<bool>)>>>,
+        log: &CallLog,
     ) -> Var {
         let y: Vec<f32> = tape.value(x).data().iter().map(|v| v * factor).collect();
         let y = Tensor::new(tape.value(x).shape().clone(), y).unwrap();

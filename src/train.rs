@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Philox stream of the generator noise (the seed is the run's seed).
-const NOISE_STREAM: u64 = 0x6e6f_6973_65; // "noise"
+const NOISE_STREAM: u64 = 0x006e_6f69_7365; // "noise"
+/// Mixed into the seed for the target loader's shuffle, so source and target orders differ.
+const TARGET_SHUFFLE: u64 = 0x0074_6774; // "tgt"
 
 /// How images are normalized before F sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -423,7 +425,7 @@ pub fn run(
     let target: Dataset = data::open(&cfg.target).map_err(data_err)?;
     let src_batches = Batcher::train(&source.train, cfg.batch_size, cfg.seed).map_err(data_err)?;
     let tgt_batches =
-        Batcher::train(&target.train, cfg.batch_size, cfg.seed ^ 0x7467_74).map_err(data_err)?;
+        Batcher::train(&target.train, cfg.batch_size, cfg.seed ^ TARGET_SHUFFLE).map_err(data_err)?;
     let mut per_epoch = src_batches.len().min(tgt_batches.len());
     if cfg.experiment == Experiment::SourceOnly {
         per_epoch = src_batches.len();

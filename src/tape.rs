@@ -306,13 +306,7 @@ mod tests {
         }
     }
 
-    fn scale(
-        tape: &mut Tape,
-        x: Var,
-        factor: f32,
-        name: &'static str,
-        log: &CallLog,
-    ) -> Var {
+    fn scale(tape: &mut Tape, x: Var, factor: f32, name: &'static str, log: &CallLog) -> Var {
         let y: Vec<f32> = tape.value(x).data().iter().map(|v| v * factor).collect();
         let y = Tensor::new(tape.value(x).shape().clone(), y).unwrap();
         let op = Scale {

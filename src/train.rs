@@ -424,8 +424,8 @@ pub fn run(
     let source: Dataset = data::open(&cfg.source).map_err(data_err)?;
     let target: Dataset = data::open(&cfg.target).map_err(data_err)?;
     let src_batches = Batcher::train(&source.train, cfg.batch_size, cfg.seed).map_err(data_err)?;
-    let tgt_batches =
-        Batcher::train(&target.train, cfg.batch_size, cfg.seed ^ TARGET_SHUFFLE).map_err(data_err)?;
+    let tgt_batches = Batcher::train(&target.train, cfg.batch_size, cfg.seed ^ TARGET_SHUFFLE)
+        .map_err(data_err)?;
     let mut per_epoch = src_batches.len().min(tgt_batches.len());
     if cfg.experiment == Experiment::SourceOnly {
         per_epoch = src_batches.len();

@@ -68,3 +68,42 @@ pub fn permutation(n: usize, seed: u64, stream: u64) -> Vec<usize> {
     SplitMix64::for_stream(seed, stream).shuffle(&mut v);
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix64_reference_values() {
+        // First outputs of Vigna's splitmix64.c for seed 0.
+        let mut g = SplitMix64::new(0);
+        assert_eq!(g.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(g.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(g.next_u64(), 0x06c4_5d18_8009_454f);
+    }
+
+    #[test]
+    fn below_is_in_range_and_roughly_uniform() {
+        let mut g = SplitMix64::new(7);
+        let mut counts = [0usize; 7];
+        for _ in 0..70_000 {
+            counts[g.below(7) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
+        assert_eq!(SplitMix64::new(1).below(1), 0);
+    }
+
+    #[test]
+    fn permutations_are_permutations_and_depend_on_seed_and_stream() {
+        let p = permutation(1000, 3, 0);
+        let mut s = p.clone();
+        s.sort();
+        assert_eq!(s, (0..1000).collect::<Vec<_>>());
+        assert_eq!(p, permutation(1000, 3, 0));
+        assert_ne!(p, permutation(1000, 3, 1));
+        assert_ne!(p, permutation(1000, 4, 0));
+    }
+}

@@ -6,13 +6,19 @@ use std::process::Command;
 use crate::common::*;
 
 fn gtadapt(args: &[&str], cwd: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gtadapt"))
-        .args(args)
+    gtadapt_env(args, cwd, &[])
+}
+
+fn gtadapt_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gtadapt"));
+    cmd.args(args)
         .current_dir(cwd)
         .env_remove("GTADAPT_DATA_DIR")
-        .env_remove("GTADAPT_DATA_MIRROR")
-        .output()
-        .unwrap();
+        .env_remove("GTADAPT_DATA_MIRROR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -142,4 +148,37 @@ fn bad_inputs_get_clear_errors() {
         err.contains("test_32x32.mat") && err.contains("file is empty"),
         "{err}"
     );
+}
+
+#[test]
+fn fetch_uses_the_mirror_environment_variable_and_the_data_root() {
+    // A local "mirror" serving the official SVHN names with the wrong bytes: the command
+    // reaches it (through GTADAPT_DATA_MIRROR), rejects the file by its official SHA-256, and
+    // leaves nothing behind in $GTADAPT_DATA_DIR/svhn.
+    let mut routes = std::collections::HashMap::new();
+    routes.insert(
+        "train_32x32.mat".to_string(),
+        crate::fetch::Reply::Ok(b"not svhn".to_vec()),
+    );
+    let server = crate::fetch::Server::start(routes);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let (ok, _, err) = gtadapt_env(
+        &["data", "fetch", "svhn"],
+        dir.path(),
+        &[
+            ("GTADAPT_DATA_MIRROR", &server.base),
+            ("GTADAPT_DATA_DIR", root.to_str().unwrap()),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("SHA-256 mismatch") && err.contains("train_32x32.mat"),
+        "{err}"
+    );
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert_eq!(server.requests(), 1);
+    assert!(root.join("svhn/raw").is_dir());
+    no_part_files(&root);
+    assert!(all_files(&root).is_empty(), "{:?}", all_files(&root));
 }

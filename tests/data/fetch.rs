@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::common::*;
 
 #[derive(Clone)]
-enum Reply {
+pub enum Reply {
     Ok(Vec<u8>),
     /// Declares the full length but sends only the first half, then closes.
     Truncated(Vec<u8>),
@@ -25,15 +25,15 @@ enum Reply {
 
 /// A tiny HTTP/1.1 server: GET only, one request per connection, 404 for unknown paths. It
 /// stops when dropped, and by itself after 60 s at the latest.
-struct Server {
-    base: String,
+pub struct Server {
+    pub base: String,
     requests: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(routes: HashMap<String, Reply>) -> Server {
+    pub fn start(routes: HashMap<String, Reply>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let base = format!("http://{}/files", listener.local_addr().unwrap());
@@ -59,7 +59,7 @@ impl Server {
             handle: Some(handle),
         }
     }
-    fn requests(&self) -> usize {
+    pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
 }

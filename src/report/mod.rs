@@ -98,7 +98,7 @@ pub fn accuracy_plot(curves: &[Curve]) -> Canvas {
         0,
     );
     c.text(w / 2 - 20, h - 16, "EPOCH", 2, ink);
-    c.text(4, 4, "ACC %", 2, ink);
+    c.text(left + 8, top + 4, "ACCURACY %", 2, ink);
     for cv in curves {
         let color = PALETTE[cv.color_index % PALETTE.len()];
         let dash = if cv.dashed { 6 } else { 0 };
@@ -138,15 +138,18 @@ pub fn write_accuracy_plot(path: &Path, curves: &[Curve]) -> Result<()> {
     accuracy_plot(curves).write_png(path)
 }
 
-/// A grid of images [B,3,H,W] with values in [−1, 1] (G's tanh output), 10 per row.
-pub fn image_grid(images: &Tensor) -> Result<Canvas> {
+/// A grid of images [B,3,H,W] with values in [−1, 1] (G's tanh output), 10 per row, each
+/// pixel drawn `scale`×`scale`.
+pub fn image_grid(images: &Tensor, scale: usize) -> Result<Canvas> {
     let [b, ch, hh, ww] = images.dims4("image grid")?;
+    let s = scale.max(1);
     let cols = b.clamp(1, 10);
     let rows = b.div_ceil(cols);
     let pad = 2;
-    let mut c = Canvas::new(cols * (ww + pad) + pad, rows * (hh + pad) + pad, [32; 3]);
+    let (cw, chh) = (ww * s + pad, hh * s + pad);
+    let mut c = Canvas::new(cols * cw + pad, rows * chh + pad, [32; 3]);
     for (i, img) in images.data().chunks(ch * hh * ww).enumerate() {
-        let (ox, oy) = (pad + (i % cols) * (ww + pad), pad + (i / cols) * (hh + pad));
+        let (ox, oy) = (pad + (i % cols) * cw, pad + (i / cols) * chh);
         for y in 0..hh {
             for x in 0..ww {
                 let mut px = [0u8; 3];
@@ -154,7 +157,8 @@ pub fn image_grid(images: &Tensor) -> Result<Canvas> {
                     let v = img[(k.min(ch - 1) * hh + y) * ww + x];
                     *p = (((v + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
                 }
-                c.set((ox + x) as i64, (oy + y) as i64, px);
+                let (px0, py0) = ((ox + x * s) as i64, (oy + y * s) as i64);
+                c.fill_rect(px0, py0, s as i64, s as i64, px);
             }
         }
     }
@@ -162,5 +166,5 @@ pub fn image_grid(images: &Tensor) -> Result<Canvas> {
 }
 
 pub fn write_image_grid(path: &Path, images: &Tensor) -> Result<()> {
-    image_grid(images)?.write_png(path)
+    image_grid(images, 2)?.write_png(path)
 }

@@ -65,7 +65,6 @@ pub fn render_grid(split: &Split, rows: &[usize], opts: GridOptions) -> Canvas {
     img
 }
 
-
 /// Writes a grid of the first `count` images of `split` to `path`.
 pub fn preview_split(split: &Split, count: usize, opts: GridOptions, path: &Path) -> Result<usize> {
     if count == 0 {

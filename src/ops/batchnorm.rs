@@ -556,7 +556,7 @@ impl Tape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{gradcheck, Rng};
+    use crate::ops::testing::{gradcheck, weighted_sum, Rng};
 
     const DIMS: [usize; 4] = [3, 5, 4, 7];
     const EPS: f64 = 1e-5;
@@ -572,30 +572,6 @@ mod tests {
             }
         }
         x
-    }
-
-    /// L = Σ r·y as a tape op, so tape-path tests need no other op family.
-    struct WeightedSum(Vec<f32>);
-    impl BackwardOp for WeightedSum {
-        fn name(&self) -> &'static str {
-            "weighted_sum"
-        }
-        fn backward(
-            &self,
-            inputs: &[&Tensor],
-            _output: &Tensor,
-            grad_output: &Tensor,
-            _need: &[bool],
-        ) -> Result<Vec<Option<Tensor>>> {
-            let g = grad_output.item()?;
-            let d = self.0.iter().map(|r| r * g).collect();
-            Ok(vec![Some(Tensor::new(inputs[0].shape().clone(), d)?)])
-        }
-    }
-    fn weighted_sum(tape: &mut Tape, y: Var, r: &[f32]) -> Var {
-        let s = tape.value(y).data().iter().zip(r).map(|(a, b)| a * b).sum();
-        tape.record(&[y], Tensor::scalar(s), WeightedSum(r.to_vec()))
-            .unwrap()
     }
 
     fn f32v(v: &[f64]) -> Vec<f32> {

@@ -797,7 +797,7 @@ impl Tape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{gradcheck, Rng};
+    use crate::ops::testing::{gradcheck, weighted_sum, Rng};
 
     fn cp(stride: usize, padding: usize) -> Conv2dParams {
         Conv2dParams { stride, padding }
@@ -1293,26 +1293,6 @@ mod tests {
         }
     }
 
-    /// L = Σ r·y, recorded on the tape, to drive tape.backward in the tests.
-    struct WeightedSum(Vec<f32>);
-
-    impl BackwardOp for WeightedSum {
-        fn name(&self) -> &'static str {
-            "weighted_sum"
-        }
-        fn backward(
-            &self,
-            inputs: &[&Tensor],
-            _output: &Tensor,
-            grad_output: &Tensor,
-            _need: &[bool],
-        ) -> Result<Vec<Option<Tensor>>> {
-            let g = grad_output.item()?;
-            let dy = self.0.iter().map(|r| r * g).collect();
-            Ok(vec![Some(Tensor::new(inputs[0].shape().clone(), dy)?)])
-        }
-    }
-
     #[test]
     fn tape_matches_direct_backward() {
         let mut rng = Rng::new(16);
@@ -1336,10 +1316,7 @@ mod tests {
             assert_eq!(tape.value(y).dims(), &y_dims[..]);
             assert_eq!(tape.value(y).data(), &want_y[..]);
             let r = f32s(&rng.uniform_vec(want_y.len(), -1.0, 1.0));
-            let total: f32 = want_y.iter().zip(&r).map(|(a, b)| a * b).sum();
-            let loss = tape
-                .record(&[y], Tensor::scalar(total), WeightedSum(r.clone()))
-                .unwrap();
+            let loss = weighted_sum(&mut tape, y, &r);
             let want = case.backward(&x, &w, &r, [true; 3]);
             let got = tape.backward(loss, &[xv, wv, bv]).unwrap();
             assert_eq!(got[0].data(), &want.dx.unwrap()[..], "{case:?}: dx");

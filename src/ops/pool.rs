@@ -199,31 +199,7 @@ impl Tape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{gradcheck, Rng};
-
-    /// L = Σ r·y as a tape op, so tape-path tests need no other op family.
-    struct WeightedSum(Vec<f32>);
-    impl BackwardOp for WeightedSum {
-        fn name(&self) -> &'static str {
-            "weighted_sum"
-        }
-        fn backward(
-            &self,
-            inputs: &[&Tensor],
-            _output: &Tensor,
-            grad_output: &Tensor,
-            _need: &[bool],
-        ) -> Result<Vec<Option<Tensor>>> {
-            let g = grad_output.item()?;
-            let d = self.0.iter().map(|r| r * g).collect();
-            Ok(vec![Some(Tensor::new(inputs[0].shape().clone(), d)?)])
-        }
-    }
-    fn weighted_sum(tape: &mut Tape, y: Var, r: &[f32]) -> Var {
-        let s = tape.value(y).data().iter().zip(r).map(|(a, b)| a * b).sum();
-        tape.record(&[y], Tensor::scalar(s), WeightedSum(r.to_vec()))
-            .unwrap()
-    }
+    use crate::ops::testing::{gradcheck, weighted_sum, Rng};
 
     fn check(dims: [usize; 4], kernel: usize, seed: u64) {
         let mut rng = Rng::new(seed);

@@ -1,8 +1,38 @@
 //! Test helpers shared by the op families: seeded random inputs and a finite-difference
 //! gradient check in f64.
 
+use crate::error::Result;
+use crate::tape::{BackwardOp, Tape, Var};
+use crate::tensor::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng};
+
+/// L = Σ r·y recorded as a tape op, so an op family's tape-path tests need no other family.
+struct WeightedSum(Vec<f32>);
+
+impl BackwardOp for WeightedSum {
+    fn name(&self) -> &'static str {
+        "weighted_sum"
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _output: &Tensor,
+        grad_output: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let g = grad_output.item()?;
+        let d = self.0.iter().map(|r| r * g).collect();
+        Ok(vec![Some(Tensor::new(inputs[0].shape().clone(), d)?)])
+    }
+}
+
+/// Records L = Σ rᵢ·yᵢ on `tape` (a scalar Var whose gradient with respect to y is r).
+pub fn weighted_sum(tape: &mut Tape, y: Var, r: &[f32]) -> Var {
+    let s = tape.value(y).data().iter().zip(r).map(|(a, b)| a * b).sum();
+    tape.record(&[y], Tensor::scalar(s), WeightedSum(r.to_vec()))
+        .expect("weighted_sum on a Var of this tape")
+}
 
 /// Seeded random numbers for test inputs.
 pub struct Rng(StdRng);

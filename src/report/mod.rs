@@ -30,8 +30,14 @@ pub struct Curve {
 
 /// Accuracy (%) per epoch, y from 0 to 100, with a legend — like the follow-up report's figures.
 pub fn accuracy_plot(curves: &[Curve]) -> Canvas {
-    let (w, h) = (720i64, 440i64);
-    let (left, right, top, bottom) = (56i64, 16i64, 16i64, 44i64);
+    // The legend sits right of the plot area, so it never hides a curve.
+    let legend_w = curves
+        .iter()
+        .map(|c| Canvas::text_width(&c.label, 2) + 44)
+        .max()
+        .unwrap_or(0);
+    let (w, h) = (680 + legend_w, 440i64);
+    let (left, right, top, bottom) = (56i64, 16 + legend_w, 16i64, 44i64);
     let mut c = Canvas::new(w as usize, h as usize, [255; 3]);
     let max_epoch = curves
         .iter()
@@ -115,12 +121,10 @@ pub fn accuracy_plot(curves: &[Curve]) -> Canvas {
             c.fill_rect(x_of(e) as i64 - 2, y_of(a) as i64 - 2, 5, 5, color);
         }
     }
-    // Legend, bottom right inside the plot area.
-    let n = curves.len() as i64;
-    let mut y = h - bottom - 14 * n - 6;
+    let mut y = top + 4;
     for cv in curves {
         let color = PALETTE[cv.color_index % PALETTE.len()];
-        let x = w - right - 16 - Canvas::text_width(&cv.label, 2) - 30;
+        let x = w - right + 12;
         c.line(
             (x as f64, (y + 5) as f64),
             ((x + 22) as f64, (y + 5) as f64),

@@ -8,6 +8,7 @@
 //! - [`tape`]: the autograd tape.
 //! - [`rng`]: Philox-4x32-10 counter-based random numbers (same draws on CPU and GPU).
 //! - [`device`]: which backends this machine can run (CUDA driver detection).
+//! - [`gpu`]: the kernel launch ABI and its executors (the CPU SIMT emulator of kernels/emu/).
 //! - [`nn`], [`models`]: layers over named parameters (PyTorch `state_dict` keys) and the GTA
 //!   networks F1, C1, F2, C2, G, D, G4, D_src, D_tgt.
 //! - [`gta`]: the four-network iteration, exp3's variant, source-only.
@@ -22,6 +23,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod float;
+pub mod gpu;
 pub mod gta;
 pub mod models;
 pub mod nn;

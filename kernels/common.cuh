@@ -1,0 +1,87 @@
+// Shared by every kernels/*.cu file, in both builds: NVRTC/nvcc for the GPU, and the CPU SIMT
+// emulator (kernels/emu/emu.h is included first and defines GTA_EMU).
+//
+// THE LAUNCH ABI. Every kernel takes ONE parameter struct by value:
+//
+//   GTA_KERNEL(my_kernel, MyParams) {   // MyParams lives in kernels/params.cuh, mirrored in
+//       ... p.x, p.n ...                // Rust as #[repr(C)], its size asserted on both sides
+//   }
+//
+// On the GPU this is `extern "C" __global__ void my_kernel(const MyParams p)`, launched with
+// cuLaunchKernel(params = {&p}). In the emulator it also defines the entry
+// `gta_emu_k_my_kernel`, which build.rs finds (a line starting with `GTA_KERNEL(`) and lists in
+// the registry that `gta_emu_launch` searches by name: same name, same `void**` array.
+// Kernel names are unique across all files.
+
+#pragma once
+
+#ifndef GTA_EMU
+// ---- GPU build (NVRTC has no standard headers) ----
+typedef signed char int8_t;
+typedef unsigned char uint8_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+
+#define GTA_KERNEL(name, Params) extern "C" __global__ void name(const Params p)
+#define GTA_KERNEL_BOUNDS(name, Params, max_threads)                                           \
+    extern "C" __global__ void __launch_bounds__(max_threads) name(const Params p)
+
+// Dynamic shared memory (the size is the launch's dynamic_smem), 16-byte aligned.
+template <class T> __device__ __forceinline__ T* gta_dynamic_smem() {
+    extern __shared__ __align__(16) unsigned char gta_smem_[];
+    return reinterpret_cast<T*>(gta_smem_);
+}
+#else
+// ---- CPU emulator build ----
+#define GTA_KERNEL(name, Params)                                                               \
+    static void name(const Params p);                                                          \
+    extern "C" std::size_t gta_emu_k_##name(void* const* params) {                             \
+        if (params) name(*static_cast<const Params*>(params[0]));                              \
+        return sizeof(Params);                                                                 \
+    }                                                                                          \
+    static void name(const Params p)
+#define GTA_KERNEL_BOUNDS(name, Params, max_threads) GTA_KERNEL(name, Params)
+
+template <class T> inline T* gta_dynamic_smem() {
+    return static_cast<T*>(gta_emu::dynamic_smem());
+}
+#endif
+
+#include "params.cuh"
+
+#define GTA_FULL_MASK 0xffffffffu
+#define GTA_INF_F __int_as_float(0x7f800000)
+
+// Linear thread index within the block and the block's thread count.
+__device__ __forceinline__ unsigned gta_tid() {
+    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+__device__ __forceinline__ unsigned gta_block_threads() {
+    return blockDim.x * blockDim.y * blockDim.z;
+}
+
+// Sum over the 32 lanes of a full warp; every lane gets the total.
+__device__ __forceinline__ float gta_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(GTA_FULL_MASK, v, o);
+    return v;
+}
+__device__ __forceinline__ float gta_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(GTA_FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over the block (blockDim a multiple of 32, at most 1024 threads); every thread gets the
+// total. `scratch` holds 32 floats of shared memory; it may be reused after the call returns.
+__device__ __forceinline__ float gta_block_sum(float v, float* scratch) {
+    const unsigned tid = gta_tid();
+    const unsigned warps = gta_block_threads() / 32;
+    v = gta_warp_sum(v);
+    if (tid % 32 == 0) scratch[tid / 32] = v;
+    __syncthreads();
+    v = tid % 32 < warps ? scratch[tid % 32] : 0.0f;
+    v = gta_warp_sum(v);
+    __syncthreads();
+    return v;
+}

@@ -1,0 +1,248 @@
+//! GPU execution: one launch ABI, several executors.
+//!
+//! A launch is a kernel name (an `extern "C"` kernel of kernels/*.cu declared with
+//! `GTA_KERNEL(name, Params)`), a grid, a block, a dynamic shared-memory size and a `void**`
+//! parameter array exactly as `cuLaunchKernel` takes it: `params[0]` points to the kernel's one
+//! `#[repr(C)]` parameter struct (mirrored in kernels/params.cuh, sizes asserted on both sides).
+//!
+//! Executors: [`emu::Emulator`] runs the very same kernel sources on the CPU (the SIMT emulator
+//! of kernels/emu/, built by build.rs on every machine). The CUDA executor (cudarc) comes later
+//! and takes the same arguments.
+
+pub mod emu;
+
+use std::alloc::Layout;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+pub use emu::Emulator;
+
+/// Grid and block shape of one launch, and its dynamic shared memory in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_smem: usize,
+}
+
+impl LaunchConfig {
+    /// A 1-D launch: `blocks` blocks of `threads` threads, no dynamic shared memory.
+    pub fn linear(blocks: u32, threads: u32) -> Self {
+        LaunchConfig {
+            grid: [blocks, 1, 1],
+            block: [threads, 1, 1],
+            dynamic_smem: 0,
+        }
+    }
+
+    /// Enough `threads`-wide blocks to give each of `n` elements one thread.
+    pub fn for_elements(n: usize, threads: u32) -> Self {
+        let blocks = n.div_ceil(threads as usize).max(1);
+        Self::linear(u32::try_from(blocks).unwrap_or(u32::MAX), threads)
+    }
+
+    /// The same launch with `bytes` of dynamic shared memory.
+    pub fn with_dynamic_smem(mut self, bytes: usize) -> Self {
+        self.dynamic_smem = bytes;
+        self
+    }
+}
+
+/// A failed launch. Every variant names the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("kernel `{kernel}`: no such kernel (declare it with GTA_KERNEL in kernels/*.cu)")]
+    UnknownKernel { kernel: String },
+    #[error("kernel `{kernel}`: invalid launch: {reason}")]
+    InvalidLaunch { kernel: String, reason: String },
+    #[error(
+        "kernel `{kernel}`: parameter struct is {rust} bytes in Rust but {kernel_side} bytes in \
+         kernels/params.cuh"
+    )]
+    ParamsSize {
+        kernel: String,
+        rust: usize,
+        kernel_side: usize,
+    },
+    #[error("kernel `{kernel}` failed: {message}")]
+    KernelFailed { kernel: String, message: String },
+}
+
+/// Something that runs kernels through the launch ABI.
+pub trait Executor {
+    /// A short name for messages ("emulator", "cuda").
+    fn name(&self) -> &'static str;
+
+    /// Launch `kernel` and wait for it.
+    ///
+    /// # Safety
+    /// `params` must be the kernel's parameter array: `params[0]` points to a live value of the
+    /// kernel's parameter struct, whose device pointers address allocations of this executor
+    /// that are large enough for every access the kernel makes with this configuration, and
+    /// that nothing else accesses during the launch.
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchConfig,
+        params: &mut [*mut c_void],
+    ) -> Result<(), GpuError>;
+
+    /// Size of the kernel's parameter struct as the kernel sources see it, when the executor
+    /// can tell.
+    fn params_size(&self, kernel: &str) -> Option<usize>;
+
+    /// Launch `kernel` with the parameter struct `params`, checking its size against the
+    /// kernel side first (when the executor can tell).
+    ///
+    /// # Safety
+    /// As [`Executor::launch`]: `P` is the `#[repr(C)]` mirror of the kernel's struct and its
+    /// device pointers are valid for the launch.
+    unsafe fn launch_with<P: Copy>(
+        &self,
+        kernel: &str,
+        cfg: LaunchConfig,
+        params: &P,
+    ) -> Result<(), GpuError>
+    where
+        Self: Sized,
+    {
+        if let Some(size) = self.params_size(kernel) {
+            if size != std::mem::size_of::<P>() {
+                return Err(GpuError::ParamsSize {
+                    kernel: kernel.to_string(),
+                    rust: std::mem::size_of::<P>(),
+                    kernel_side: size,
+                });
+            }
+        }
+        let mut copy = *params;
+        let mut array = [(&mut copy as *mut P).cast::<c_void>()];
+        // SAFETY: array[0] points to a live copy of the struct for the whole (synchronous)
+        // launch; the caller vouches for its contents.
+        unsafe { self.launch(kernel, cfg, &mut array) }
+    }
+}
+
+/// Plain-data element types a [`DeviceBuffer`] may hold (every bit pattern valid, no drop).
+///
+/// # Safety
+/// Implementors must be `Copy`, have no padding, and accept the all-zero bit pattern.
+pub unsafe trait DeviceRepr: Copy + 'static {}
+// SAFETY: primitive numbers: no padding, zero is a valid value.
+unsafe impl DeviceRepr for f32 {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for f64 {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for i32 {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for u32 {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for u8 {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for u64 {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for i64 {}
+
+/// Device memory of the emulator (device memory = host memory): a 256-byte-aligned
+/// allocation, like cudaMalloc's, addressed by a device-pointer-like `u64`. Kernels write it
+/// through that address, so Rust only reads and writes it by copying (like H2D/D2H copies),
+/// never through long-lived references.
+pub struct DeviceBuffer<T: DeviceRepr> {
+    ptr: NonNull<T>,
+    len: usize,
+}
+
+const DEVICE_ALIGN: usize = 256;
+
+impl<T: DeviceRepr> DeviceBuffer<T> {
+    fn layout(len: usize) -> Layout {
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        Layout::from_size_align(bytes, DEVICE_ALIGN.max(std::mem::align_of::<T>()))
+            .expect("device buffer too large")
+    }
+
+    /// `len` zeroed elements.
+    pub fn zeroed(len: usize) -> Self {
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            NonNull::new(raw.cast::<T>()).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        DeviceBuffer { ptr, len }
+    }
+
+    /// A copy of `data`.
+    pub fn from_slice(data: &[T]) -> Self {
+        let mut b = Self::zeroed(data.len());
+        b.copy_from_slice(data);
+        b
+    }
+
+    /// `len` copies of `value` (e.g. a NaN or 0xDEADBEEF poison).
+    pub fn filled(len: usize, value: T) -> Self {
+        let mut b = Self::zeroed(len);
+        b.fill(value);
+        b
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The device address of the first element, for a parameter struct.
+    pub fn device_ptr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    /// Host → device copy. Panics when the lengths differ.
+    pub fn copy_from_slice(&mut self, data: &[T]) {
+        assert_eq!(data.len(), self.len, "device buffer length");
+        // SAFETY: both ranges hold `len` elements and do not overlap (data is a Rust slice,
+        // self is our own allocation); `&mut self` excludes concurrent launches using it.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr(), self.len) };
+    }
+
+    /// Set every element to `value`.
+    pub fn fill(&mut self, value: T) {
+        for i in 0..self.len {
+            // SAFETY: i < len, inside the allocation; T is plain data.
+            unsafe { self.ptr.as_ptr().add(i).write(value) };
+        }
+    }
+
+    /// Device → host copy.
+    pub fn to_vec(&self) -> Vec<T> {
+        let mut v = Vec::with_capacity(self.len);
+        // SAFETY: the allocation holds `len` initialized elements (zeroed or written); launches
+        // are synchronous, so no kernel writes it while we copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), v.as_mut_ptr(), self.len);
+            v.set_len(self.len);
+        }
+        v
+    }
+}
+
+impl<T: DeviceRepr> Drop for DeviceBuffer<T> {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this same layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::layout(self.len)) };
+    }
+}
+
+impl<T: DeviceRepr + std::fmt::Debug> std::fmt::Debug for DeviceBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceBuffer")
+            .field("len", &self.len)
+            .field("device_ptr", &format_args!("{:#x}", self.device_ptr()))
+            .finish()
+    }
+}
+
+// SAFETY: the buffer exclusively owns its allocation of plain data; moving it to another
+// thread moves that ownership.
+unsafe impl<T: DeviceRepr> Send for DeviceBuffer<T> {}

@@ -163,3 +163,53 @@ fn exp3_two_iterations_match_torch() {
 fn source_only_two_iterations_match_torch() {
     run(Experiment::SourceOnly, "sourceonly");
 }
+
+/// Trainable parameters at the authors' widths equal the PyTorch modules' (numbers printed by
+/// `python3 reference/gta_torch.py params`, torch 2.15).
+#[test]
+fn parameter_counts_match_the_pytorch_modules() {
+    let expected: [(Experiment, &[(&str, usize)]); 4] = [
+        (
+            Experiment::Exp1,
+            &[
+                ("netF", 312_256),
+                ("netC", 17_802),
+                ("netG", 4_090_752),
+                ("netD", 668_427),
+            ],
+        ),
+        (
+            Experiment::Exp2,
+            &[
+                ("netF", 40_880),
+                ("netC", 131_210),
+                ("netG", 6_286_208),
+                ("netD", 668_427),
+            ],
+        ),
+        (
+            Experiment::Exp3,
+            &[
+                ("netF", 312_256),
+                ("netC", 17_802),
+                ("netG", 7_962_368),
+                ("netDsrc", 704_256),
+                ("netDtgt", 663_296),
+            ],
+        ),
+        (
+            Experiment::SourceOnly,
+            &[("netF", 312_256), ("netC", 17_802)],
+        ),
+    ];
+    for (exp, nets) in expected {
+        let t = Trainer::new(exp, Hyper::default(), 0);
+        let got: Vec<(String, usize)> = t
+            .networks()
+            .iter()
+            .map(|n| (n.name.clone(), n.num_params()))
+            .collect();
+        let want: Vec<(String, usize)> = nets.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+        assert_eq!(got, want, "{}", exp.name());
+    }
+}

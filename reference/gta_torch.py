@@ -735,6 +735,7 @@ def cmd_bench(args):
     cfg = Config()
     trainer = make_trainer(args.experiment, cfg)
     x_s, y_s, x_t = random_batch(args.batch)
+    load_before = os.getloadavg()[0]
     times = []
     for i in range(args.warmup + args.iters):
         z_s, z_t = noise(args.batch, cfg.nz)
@@ -750,6 +751,8 @@ def cmd_bench(args):
            "median_s": {k: round(v, 4) for k, v in med.items()},
            "min_total_s": round(min(t["total"] for t in times), 4),
            "totals_s": [round(t["total"], 4) for t in times],
+           "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+           "cpus": os.cpu_count(),
            "phases": BENCH_PHASES[args.experiment]}
     print(json.dumps(out, indent=1))
 

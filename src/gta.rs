@@ -161,6 +161,10 @@ pub struct Trainer {
     pub capture: bool,
     /// (g_s, g_t) of the last step run with `capture` set.
     pub generated: Option<(Tensor, Tensor)>,
+    /// When set, every gradient handed to Adam is kept in `recorded_grads` (parity tests).
+    pub record_grads: bool,
+    /// (network index in [`Trainer::networks`] order, its parameter gradients), in update order.
+    pub recorded_grads: Vec<(usize, Vec<Tensor>)>,
 }
 
 fn adam_for(net: &Network) -> Vec<AdamState> {
@@ -219,6 +223,8 @@ impl Trainer {
             iteration: 0,
             capture: false,
             generated: None,
+            record_grads: false,
+            recorded_grads: Vec::new(),
         };
         t.adam = t.networks().into_iter().map(adam_for).collect();
         t
@@ -263,6 +269,9 @@ impl Trainer {
 
     /// Applies `grads` to network `index` (in [`Trainer::networks`] order) with `lr`.
     fn update(&mut self, index: usize, grads: &[Tensor], lr: f64) -> Result<()> {
+        if self.record_grads {
+            self.recorded_grads.push((index, grads.to_vec()));
+        }
         let cfg = self.adam_config(lr);
         let mut adam = std::mem::take(&mut self.adam[index]);
         let result = {

@@ -1,6 +1,7 @@
 //! Two GTA iterations against the PyTorch reference (reference/gta_torch.py): identical
 //! initial weights, batch and noise → the four losses of each iteration and every network's
-//! full state after both (weights, batch-norm running statistics, num_batches_tracked).
+//! full state after both (weights, batch-norm running statistics, num_batches_tracked), and
+//! every gradient handed to Adam in iteration 1 (1e-4 of the network's largest gradient).
 //!
 //! Tolerances are the fixture contract of reference/README.md ("Comparing against a fixture"):
 //! losses 1e-5 (iteration 1) and 1e-4 (iteration 2) relative; final state 1e-5 relative per
@@ -34,6 +35,30 @@ fn adam_bound(f: &Fixture, net: &str) -> f32 {
     let l = lrs(f, net);
     assert!(!l.is_empty(), "{}: no learning rates for {net}", f.name);
     2.0 * 1.05 * l.iter().sum::<f32>()
+}
+
+/// Iteration 1's gradients, as handed to each Adam: |Δ| ≤ 1e-4 · (the network's largest
+/// reference gradient element).
+fn check_grads(f: &Fixture, trainer: &Trainer) {
+    let nets = trainer.networks();
+    let mut compared = 0;
+    for (index, grads) in &trainer.recorded_grads {
+        let net = nets[*index];
+        let keys: Vec<String> = net
+            .params
+            .iter()
+            .map(|p| format!("iter1.grad.{}.{}", net.name, p.name))
+            .collect();
+        let scale = keys
+            .iter()
+            .flat_map(|k| f.t(k).iter())
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        for (k, g) in keys.iter().zip(grads) {
+            f.check_abs(k, g.data(), 1e-4 * scale);
+            compared += 1;
+        }
+    }
+    assert!(compared > 0, "{}: no gradient compared", f.name);
 }
 
 fn run(exp: Experiment, file: &str) {
@@ -82,7 +107,11 @@ fn run(exp: Experiment, file: &str) {
             z_s: z("z_s"),
             z_t: z("z_t"),
         };
+        trainer.record_grads = it == 1;
         let losses = trainer.step(&batch, &noise).unwrap();
+        if it == 1 {
+            check_grads(&f, &trainer);
+        }
         let bound = if it == 1 { 1e-5 } else { 1e-4 };
         let mut compared = 0;
         for (name, v) in [

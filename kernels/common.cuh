@@ -53,6 +53,7 @@ template <class T> inline T* gta_dynamic_smem() {
 
 #define GTA_FULL_MASK 0xffffffffu
 #define GTA_INF_F __int_as_float(0x7f800000)
+#define GTA_NAN_F __int_as_float(0x7fc00000)
 
 // Linear thread index within the block and the block's thread count.
 __device__ __forceinline__ unsigned gta_tid() {

@@ -33,3 +33,191 @@ struct SelftestIntParams {
     unsigned bins;
 };
 static_assert(sizeof(SelftestIntParams) == 24, "SelftestIntParams size");
+
+// ---- kernels/activation.cu (src/gpu/kernels/activation.rs) ----
+// Activation codes (GTA_ACT_*): 0 ReLU, 1 LeakyReLU(slope), 2 tanh, 3 sigmoid.
+#define GTA_ACT_RELU 0
+#define GTA_ACT_LEAKY_RELU 1
+#define GTA_ACT_TANH 2
+#define GTA_ACT_SIGMOID 3
+
+// y[i] = act(x[i]), i < n.
+struct ActivationForwardParams {
+    const float* x;
+    float* y;
+    unsigned n;
+    int act;
+    float slope;
+    unsigned pad;
+};
+static_assert(sizeof(ActivationForwardParams) == 32, "ActivationForwardParams size");
+
+// gx[i] = act'(x[i] or y[i]) * gy[i], i < n (ReLU/LeakyReLU read x, tanh/sigmoid read y).
+struct ActivationBackwardParams {
+    const float* x;
+    const float* y;
+    const float* gy;
+    float* gx;
+    unsigned n;
+    int act;
+    float slope;
+    unsigned pad;
+};
+static_assert(sizeof(ActivationBackwardParams) == 48, "ActivationBackwardParams size");
+
+// ---- kernels/elementwise.cu (src/gpu/kernels/elementwise.rs) ----
+struct FillParams {
+    float* y;
+    float value;
+    unsigned n;
+};
+static_assert(sizeof(FillParams) == 16, "FillParams size");
+
+struct CopyParams {
+    const float* x;
+    float* y;
+    unsigned n;
+    unsigned pad;
+};
+static_assert(sizeof(CopyParams) == 24, "CopyParams size");
+
+// scale: y = a·x;  axpy: y += a·x (the product rounded, then the sum: no FMA).
+struct ScaleParams {
+    const float* x;
+    float* y;
+    float a;
+    unsigned n;
+};
+static_assert(sizeof(ScaleParams) == 24, "ScaleParams size");
+
+struct AxpyParams {
+    const float* x;
+    float* y;
+    float a;
+    unsigned n;
+};
+static_assert(sizeof(AxpyParams) == 24, "AxpyParams size");
+
+// ---- kernels/layout.cu (src/gpu/kernels/layout.rs) ----
+// One part of a dim-1 concatenation: `part` is [items][part_block], `whole` is
+// [items][whole_block]; the part occupies columns [offset, offset + part_block) of each item.
+struct LayoutPartParams {
+    const float* src;
+    float* dst;
+    unsigned items;
+    unsigned part_block;
+    unsigned whole_block;
+    unsigned offset;
+};
+static_assert(sizeof(LayoutPartParams) == 32, "LayoutPartParams size");
+
+// ---- kernels/reduce.cu (src/gpu/kernels/loss.rs) ----
+// out[0] = (Σ x[i], i < n, in a fixed tree order) / divisor. One block of GTA_REDUCE_THREADS.
+#define GTA_REDUCE_THREADS 256
+struct SumParams {
+    const float* x;
+    float* out;
+    unsigned n;
+    float divisor;
+};
+static_assert(sizeof(SumParams) == 24, "SumParams size");
+
+// ---- kernels/loss.cu (src/gpu/kernels/loss.rs) ----
+// Softmax cross-entropy over logits [n][k] with labels[n]. Forward: rows[i] = lse(row) −
+// row[label] (then reduce.cu's sum / n). Backward: dx = (g[0]/n)·(softmax − onehot); `g` is a
+// device scalar (the loss's gradient), `rows` unused.
+struct CrossEntropyParams {
+    const float* logits;
+    const unsigned* labels;
+    const float* g;
+    float* out;
+    unsigned n;
+    unsigned k;
+};
+static_assert(sizeof(CrossEntropyParams) == 40, "CrossEntropyParams size");
+
+// BCE with logits over x[n]; target per element (`target` non-null) or `target_const`.
+// Forward: out[i] = max(x,0) − x·t + log1p(exp(−|x|)) (then the sum / n). Backward:
+// out[i] = (g[0]/n)·(sigmoid(x) − t).
+struct BceParams {
+    const float* x;
+    const float* target;
+    const float* g;
+    float* out;
+    unsigned n;
+    float target_const;
+};
+static_assert(sizeof(BceParams) == 40, "BceParams size");
+
+// Number of rows whose argmax equals the label -> out[0] (added to it when `accumulate`).
+// One block of GTA_REDUCE_THREADS threads.
+struct CountCorrectParams {
+    const float* logits;
+    const unsigned* labels;
+    unsigned* out;
+    unsigned n;
+    unsigned k;
+    unsigned accumulate;
+    unsigned pad;
+};
+static_assert(sizeof(CountCorrectParams) == 40, "CountCorrectParams size");
+
+// ---- kernels/adam.cu (src/gpu/kernels/adam.rs) ----
+// One Adam step over n flat values; scalars precomputed on the host as src/ops/adam.rs does.
+struct AdamParams {
+    float* param;
+    const float* grad;
+    float* m;
+    float* v;
+    float w;
+    float w_minus_1;
+    float beta2;
+    float one_minus_beta2;
+    float bc2_sqrt;
+    float eps;
+    float neg_step_size;
+    unsigned small;
+    unsigned n;
+    unsigned pad;
+};
+static_assert(sizeof(AdamParams) == 72, "AdamParams size");
+
+// ---- kernels/rng.cu (src/gpu/kernels/rng.rs) ----
+// out[i] = the standard normal number at position offset + i of (seed, stream), i < n.
+struct NormalParams {
+    float* out;
+    unsigned long long seed;
+    unsigned long long stream;
+    unsigned long long offset;
+    unsigned n;
+    unsigned pad;
+};
+static_assert(sizeof(NormalParams) == 40, "NormalParams size");
+
+// ---- kernels/data.cu (src/gpu/kernels/data.rs) ----
+// Batch gather: images u8 [N][c][h][w] (c = 1 or 3), indices[b] -> out f32 [b][3][oh][ow]
+// normalized, and (when out_d is non-null) the [−1, 1] view. mode 0: h == oh and w == ow
+// (copy); 1: horizontal pass then vertical; 2: vertical then horizontal (Pillow's order).
+// Tables per axis (src/data/resize.rs): bounds[2·o] = first input index, bounds[2·o+1] = taps,
+// k[o·ksize + t] = 22-bit fixed-point weight.
+struct GatherParams {
+    const unsigned char* images;
+    const unsigned* indices;
+    float* out;
+    float* out_d;
+    const int* h_bounds;
+    const int* h_k;
+    const int* v_bounds;
+    const int* v_k;
+    unsigned b;
+    unsigned c;
+    unsigned h;
+    unsigned w;
+    unsigned oh;
+    unsigned ow;
+    unsigned h_ksize;
+    unsigned v_ksize;
+    unsigned mode;
+    unsigned n_images; // an index >= n_images gives NaN values, never an out-of-bounds read
+};
+static_assert(sizeof(GatherParams) == 104, "GatherParams size");

@@ -48,9 +48,14 @@
 //                unsigned long long), atomicExch (int, unsigned, float);
 //                __threadfence __threadfence_block
 //   math (f32)   expf logf sqrtf rsqrtf tanhf fmaxf fminf fabsf __expf __logf fmaf floorf
-//                ceilf __fdividef; min/max for int, unsigned, long long, unsigned long long,
-//                float, double; __float_as_uint __uint_as_float __float_as_int
-//                __int_as_float
+//                ceilf __fdividef log1pf; min/max for int, unsigned, long long, unsigned long
+//                long, float, double; __float_as_uint __uint_as_float __float_as_int
+//                __int_as_float; __fadd_rn __fsub_rn __fmul_rn __fdiv_rn (IEEE f32 ops the
+//                GPU compiler never contracts into an FMA: used where bit parity with the CPU
+//                reference needs the separate roundings)
+//   math (f64)   log sqrt sin cos (host libm; on the GPU these are CUDA's double-precision
+//                functions, which are NOT all correctly rounded: kernels that need bit parity
+//                through them say so, and scripts/gpu-check.sh checks it on the device)
 //   misc         printf (<cstdio>), nullptr, sizeof, templates, constexpr
 // <math.h>/<cmath> are deliberately NOT included: an unlisted math function does not compile.
 // To support something new, add it here, to the CUDA side of kernels/common.cuh if needed,
@@ -267,6 +272,17 @@ inline float fmaf(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
 inline float floorf(float x) { return __builtin_floorf(x); }
 inline float ceilf(float x) { return __builtin_ceilf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+inline float log1pf(float x) { return __builtin_log1pf(x); }
+// Separately rounded f32 operations (C++ without -ffp-contract=fast never fuses anyway; on the
+// GPU these keep nvcc/NVRTC from contracting a*b+c into one FMA).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline double log(double x) { return __builtin_log(x); }
+inline double sqrt(double x) { return __builtin_sqrt(x); }
+inline double sin(double x) { return __builtin_sin(x); }
+inline double cos(double x) { return __builtin_cos(x); }
 #define GTA_EMU_MINMAX(T)                                                                      \
     inline T min(T a, T b) { return b < a ? b : a; }                                           \
     inline T max(T a, T b) { return a < b ? b : a; }

@@ -83,6 +83,29 @@ impl Axis {
     fn is_identity(&self) -> bool {
         self.in_size == self.out_size
     }
+
+    fn tables(&self) -> AxisTables {
+        let cast = |v: usize| i32::try_from(v).expect("resize axis fits i32");
+        AxisTables {
+            ksize: self.ksize,
+            bounds: self
+                .bounds
+                .iter()
+                .flat_map(|&(first, taps)| [cast(first), cast(taps)])
+                .collect(),
+            k: self.k.clone(),
+        }
+    }
+}
+
+/// One axis's taps as flat tables (what a device kernel reads): per output index `o`,
+/// `bounds[2o]` is the first input index and `bounds[2o + 1]` the tap count; `k[o·ksize + t]`
+/// is tap `t`'s fixed-point weight (22 fractional bits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AxisTables {
+    pub ksize: usize,
+    pub bounds: Vec<i32>,
+    pub k: Vec<i32>,
 }
 
 #[inline]
@@ -125,6 +148,21 @@ impl Resizer {
         let dy = self.vert.in_size as i64 - self.vert.out_size as i64;
         let dx = self.horiz.in_size as i64 - self.horiz.out_size as i64;
         dy > 0 && dy > dx * 2
+    }
+
+    /// Whether both axes keep their size (the resize is a copy).
+    pub fn is_identity(&self) -> bool {
+        self.horiz.is_identity() && self.vert.is_identity()
+    }
+
+    /// The horizontal pass's taps as flat tables, for the GPU gather (kernels/data.cu).
+    pub fn horizontal_tables(&self) -> AxisTables {
+        self.horiz.tables()
+    }
+
+    /// The vertical pass's taps as flat tables, for the GPU gather (kernels/data.cu).
+    pub fn vertical_tables(&self) -> AxisTables {
+        self.vert.tables()
     }
 
     /// Resizes one plane. `src` is in_h·in_w bytes, `dst` out_h·out_w; `tmp` is scratch.

@@ -10,6 +10,7 @@
 //! and takes the same arguments.
 
 pub mod emu;
+pub mod kernels;
 
 use std::alloc::Layout;
 use std::ffi::c_void;

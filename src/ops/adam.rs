@@ -53,6 +53,11 @@ impl Default for AdamConfig {
 
 impl AdamConfig {
     /// The ranges PyTorch's constructor accepts (0 ≤ lr, 0 ≤ eps, 0 ≤ β < 1), all finite.
+    /// Whether the configuration is valid (finite, non-negative; betas in [0, 1)).
+    pub fn validate(&self) -> Result<()> {
+        self.check()
+    }
+
     fn check(&self) -> Result<()> {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         if !ok(self.lr) {
@@ -82,6 +87,56 @@ fn fused_mul_add<T: Float>(a: T, b: T, c: T) -> T {
         T::from_f64(a.mul_add(b, c) as f64)
     } else {
         T::from_f64(a.to_f64().mul_add(b.to_f64(), c.to_f64()))
+    }
+}
+
+/// The per-step scalars of [`adam_step`], computed from the step and the configuration in f64
+/// and rounded once to `T`, exactly as the CPU loop uses them (the GPU kernel kernels/adam.cu
+/// receives the f32 ones, so both round identically).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamScalars<T> {
+    /// 1 − β1 (torch.lerp's weight).
+    pub w: T,
+    /// |w| < 0.5: lerp's first form.
+    pub small: bool,
+    pub w_minus_1: T,
+    pub beta2: T,
+    pub one_minus_beta2: T,
+    /// sqrt(1 − β2^step).
+    pub bc2_sqrt: T,
+    pub eps: T,
+    /// −lr / (1 − β1^step).
+    pub neg_step_size: T,
+}
+
+impl<T: Float> AdamScalars<T> {
+    /// The scalars of step `step` (counted from 1).
+    pub fn new(step: u64, cfg: &AdamConfig) -> Self {
+        let stepf = step as f64;
+        let bias_correction1 = 1.0 - cfg.beta1.powf(stepf);
+        let bias_correction2 = 1.0 - cfg.beta2.powf(stepf);
+        let step_size = cfg.lr / bias_correction1;
+        let bias_correction2_sqrt = bias_correction2.powf(0.5);
+
+        let w = T::from_f64(1.0 - cfg.beta1);
+        // PyTorch's is_lerp_weight_small: |w| < 0.5 selects the form that is exact near m.
+        let small = w.abs() < T::from_f64(0.5);
+        let w_minus_1 = w - T::ONE;
+        let beta2 = T::from_f64(cfg.beta2);
+        let one_minus_beta2 = T::from_f64(1.0 - cfg.beta2);
+        let bc2_sqrt = T::from_f64(bias_correction2_sqrt);
+        let eps = T::from_f64(cfg.eps);
+        let neg_step_size = T::from_f64(-step_size);
+        AdamScalars {
+            w,
+            small,
+            w_minus_1,
+            beta2,
+            one_minus_beta2,
+            bc2_sqrt,
+            eps,
+            neg_step_size,
+        }
     }
 }
 
@@ -124,21 +179,16 @@ pub fn adam_step<T: Float>(
     // Scalars, computed as Python does (f64; `**` is C `pow`, as is Rust's `powf`), then
     // rounded to T where they meet a tensor (PyTorch casts a Python scalar to the tensor's
     // dtype inside the kernel).
-    let stepf = step as f64;
-    let bias_correction1 = 1.0 - cfg.beta1.powf(stepf);
-    let bias_correction2 = 1.0 - cfg.beta2.powf(stepf);
-    let step_size = cfg.lr / bias_correction1;
-    let bias_correction2_sqrt = bias_correction2.powf(0.5);
-
-    let w = T::from_f64(1.0 - cfg.beta1);
-    // PyTorch's is_lerp_weight_small: |w| < 0.5 selects the form that is exact near m.
-    let small = w.abs() < T::from_f64(0.5);
-    let w_minus_1 = w - T::ONE;
-    let beta2 = T::from_f64(cfg.beta2);
-    let one_minus_beta2 = T::from_f64(1.0 - cfg.beta2);
-    let bc2_sqrt = T::from_f64(bias_correction2_sqrt);
-    let eps = T::from_f64(cfg.eps);
-    let neg_step_size = T::from_f64(-step_size);
+    let AdamScalars {
+        w,
+        small,
+        w_minus_1,
+        beta2,
+        one_minus_beta2,
+        bc2_sqrt,
+        eps,
+        neg_step_size,
+    } = AdamScalars::new(step, cfg);
 
     for i in 0..n {
         let g = grad[i];

@@ -1,0 +1,146 @@
+//! Launch of kernels/data.cu: the batch gather from a u8 dataset resident on the device
+//! (index, Pillow-exact bilinear resize to 32×32, gray→RGB, normalization, and the [−1, 1]
+//! view), bit-identical to [`crate::data::batch`] (`Prep::rgb32` then `normalize`,
+//! `to_d_range`).
+
+use super::{check_len, count, elements, invalid, launch};
+use crate::data::resize::Resizer;
+use crate::data::IMAGE_SIZE;
+use crate::gpu::{DeviceBuffer, Executor, GpuError};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GatherParams {
+    images: u64,
+    indices: u64,
+    out: u64,
+    out_d: u64,
+    h_bounds: u64,
+    h_k: u64,
+    v_bounds: u64,
+    v_k: u64,
+    b: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    h_ksize: u32,
+    v_ksize: u32,
+    mode: u32,
+    n_images: u32,
+}
+const _: () = assert!(std::mem::size_of::<GatherParams>() == 104);
+
+/// A dataset's images on the device, with the resize tables to 32×32.
+pub struct DeviceImages {
+    pixels: DeviceBuffer<u8>,
+    dims: [usize; 4],
+    h_bounds: DeviceBuffer<i32>,
+    h_k: DeviceBuffer<i32>,
+    v_bounds: DeviceBuffer<i32>,
+    v_k: DeviceBuffer<i32>,
+    h_ksize: usize,
+    v_ksize: usize,
+    /// 0 copy, 1 horizontal then vertical, 2 vertical then horizontal.
+    mode: u32,
+}
+
+impl DeviceImages {
+    /// Uploads `pixels`, N×C×H×W u8 (C = 1 or 3, H, W ≥ 1).
+    pub fn new(pixels: &[u8], dims: [usize; 4]) -> Result<DeviceImages, GpuError> {
+        const K: &str = "gather_batch";
+        let [n, c, h, w] = dims;
+        if c != 1 && c != 3 {
+            return Err(invalid(K, format!("{c} channels (1 or 3 expected)")));
+        }
+        if h == 0 || w == 0 {
+            return Err(invalid(K, format!("empty images {h}×{w}")));
+        }
+        if n.checked_mul(c * h * w) != Some(pixels.len()) {
+            return Err(invalid(
+                K,
+                format!("{} bytes for dims {dims:?}", pixels.len()),
+            ));
+        }
+        count(K, n)?;
+        let r = Resizer::new(h, w, IMAGE_SIZE, IMAGE_SIZE);
+        let (ht, vt) = (r.horizontal_tables(), r.vertical_tables());
+        let mode = if r.is_identity() {
+            0
+        } else if r.vertical_first() {
+            2
+        } else {
+            1
+        };
+        Ok(DeviceImages {
+            pixels: DeviceBuffer::from_slice(pixels),
+            dims,
+            h_bounds: DeviceBuffer::from_slice(&ht.bounds),
+            h_k: DeviceBuffer::from_slice(&ht.k),
+            v_bounds: DeviceBuffer::from_slice(&vt.bounds),
+            v_k: DeviceBuffer::from_slice(&vt.k),
+            h_ksize: ht.ksize,
+            v_ksize: vt.ksize,
+            mode,
+        })
+    }
+
+    /// Uploads a split's images.
+    pub fn from_images(images: &crate::data::dataset::Images) -> Result<DeviceImages, GpuError> {
+        Self::new(images.pixels(), images.dims())
+    }
+
+    /// N×C×H×W.
+    pub fn dims(&self) -> [usize; 4] {
+        self.dims
+    }
+}
+
+/// Gathers images `indices` (each < N; an index out of range gives NaN values) into `out`
+/// [B, 3, 32, 32] normalized, and into `out_d` (when given) the [−1, 1] view D sees.
+pub fn gather(
+    exec: &dyn Executor,
+    images: &DeviceImages,
+    indices: &DeviceBuffer<u32>,
+    out: &mut DeviceBuffer<f32>,
+    out_d: Option<&mut DeviceBuffer<f32>>,
+) -> Result<(), GpuError> {
+    const K: &str = "gather_batch";
+    let b = indices.len();
+    let len = b * 3 * IMAGE_SIZE * IMAGE_SIZE;
+    check_len(K, "out", out, len)?;
+    let out_d = match out_d {
+        Some(d) => {
+            check_len(K, "out_d", d, len)?;
+            d.device_ptr()
+        }
+        None => 0,
+    };
+    let [n, c, h, w] = images.dims;
+    let p = GatherParams {
+        images: images.pixels.device_ptr(),
+        indices: indices.device_ptr(),
+        out: out.device_ptr(),
+        out_d,
+        h_bounds: images.h_bounds.device_ptr(),
+        h_k: images.h_k.device_ptr(),
+        v_bounds: images.v_bounds.device_ptr(),
+        v_k: images.v_k.device_ptr(),
+        b: count(K, b)?,
+        c: c as u32,
+        h: count(K, h)?,
+        w: count(K, w)?,
+        oh: IMAGE_SIZE as u32,
+        ow: IMAGE_SIZE as u32,
+        h_ksize: images.h_ksize as u32,
+        v_ksize: images.v_ksize as u32,
+        mode: images.mode,
+        n_images: n as u32,
+    };
+    // SAFETY: out (and out_d) hold B·3·32·32 floats (checked) and the kernel writes indices
+    // below that; it reads indices[b < B], image rows only for indices < N (checked in the
+    // kernel) within the N·C·H·W pixels, and the resize tables built for exactly these sizes
+    // (their taps stay inside the input axis and their own length).
+    unsafe { launch(exec, K, elements(len), &p) }
+}

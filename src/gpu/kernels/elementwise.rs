@@ -1,0 +1,115 @@
+//! Launches of kernels/elementwise.cu: fill, copy, scale, axpy over f32 buffers.
+
+use super::{check_len, count, elements, launch};
+use crate::gpu::{DeviceBuffer, Executor, GpuError};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FillParams {
+    y: u64,
+    value: f32,
+    n: u32,
+}
+const _: () = assert!(std::mem::size_of::<FillParams>() == 16);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CopyParams {
+    x: u64,
+    y: u64,
+    n: u32,
+    pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<CopyParams>() == 24);
+
+/// Also the layout of `AxpyParams`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ScaleParams {
+    x: u64,
+    y: u64,
+    a: f32,
+    n: u32,
+}
+const _: () = assert!(std::mem::size_of::<ScaleParams>() == 24);
+
+/// Every element of `y` set to `value`.
+pub fn fill(exec: &dyn Executor, y: &mut DeviceBuffer<f32>, value: f32) -> Result<(), GpuError> {
+    const K: &str = "fill_f32";
+    let n = y.len();
+    let p = FillParams {
+        y: y.device_ptr(),
+        value,
+        n: count(K, n)?,
+    };
+    // SAFETY: y holds n floats; the kernel writes indices < n only.
+    unsafe { launch(exec, K, elements(n), &p) }
+}
+
+/// `y = x` (equal lengths).
+pub fn copy(
+    exec: &dyn Executor,
+    x: &DeviceBuffer<f32>,
+    y: &mut DeviceBuffer<f32>,
+) -> Result<(), GpuError> {
+    const K: &str = "copy_f32";
+    let n = x.len();
+    check_len(K, "y", y, n)?;
+    let p = CopyParams {
+        x: x.device_ptr(),
+        y: y.device_ptr(),
+        n: count(K, n)?,
+        pad: 0,
+    };
+    // SAFETY: x and y hold n floats (checked); indices < n only.
+    unsafe { launch(exec, K, elements(n), &p) }
+}
+
+fn scale_like(kernel: &str, x: u64, y: u64, a: f32, n: usize) -> Result<ScaleParams, GpuError> {
+    Ok(ScaleParams {
+        x,
+        y,
+        a,
+        n: count(kernel, n)?,
+    })
+}
+
+/// `y = a·x` (equal lengths).
+pub fn scale(
+    exec: &dyn Executor,
+    a: f32,
+    x: &DeviceBuffer<f32>,
+    y: &mut DeviceBuffer<f32>,
+) -> Result<(), GpuError> {
+    const K: &str = "scale_f32";
+    check_len(K, "y", y, x.len())?;
+    let p = scale_like(K, x.device_ptr(), y.device_ptr(), a, x.len())?;
+    // SAFETY: x and y hold n floats (checked); indices < n only.
+    unsafe { launch(exec, K, elements(x.len()), &p) }
+}
+
+/// `y = a·y`, in place.
+pub fn scale_in_place(
+    exec: &dyn Executor,
+    a: f32,
+    y: &mut DeviceBuffer<f32>,
+) -> Result<(), GpuError> {
+    const K: &str = "scale_f32";
+    let p = scale_like(K, y.device_ptr(), y.device_ptr(), a, y.len())?;
+    // SAFETY: y holds n floats; each thread reads then writes its own element only.
+    unsafe { launch(exec, K, elements(y.len()), &p) }
+}
+
+/// `y += a·x` (the product rounded, then the sum: equal to the CPU's `y + a * x`).
+pub fn axpy(
+    exec: &dyn Executor,
+    a: f32,
+    x: &DeviceBuffer<f32>,
+    y: &mut DeviceBuffer<f32>,
+) -> Result<(), GpuError> {
+    const K: &str = "axpy_f32";
+    check_len(K, "y", y, x.len())?;
+    let p = scale_like(K, x.device_ptr(), y.device_ptr(), a, x.len())?;
+    // SAFETY: x and y hold n floats (checked); indices < n only.
+    unsafe { launch(exec, K, elements(x.len()), &p) }
+}

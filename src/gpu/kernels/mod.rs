@@ -1,0 +1,98 @@
+//! Launch functions for the kernels of kernels/*.cu, one module per op family (mirroring
+//! kernels/<family>.cu), one function per kernel. Each takes an executor (`&dyn Executor`:
+//! the emulator now, the CUDA executor later) and [`DeviceBuffer`]s, checks every length the
+//! kernel relies on, fills the kernel's `#[repr(C)]` parameter struct (mirrored in
+//! kernels/params.cuh, sizes asserted at compile time here and there, and at launch time
+//! against the executor's view) and launches.
+//!
+//! Soundness of every launch here: the kernel's accesses are bounded by the counts in its
+//! parameter struct, which are derived from (and checked against) the lengths of the buffers
+//! whose addresses it receives; outputs are `&mut` borrows, so no other launch or host access
+//! touches them meanwhile; launches are synchronous. Data-dependent indices (labels, dataset
+//! rows) are range-checked in the kernels (an invalid one yields NaN, never an out-of-bounds
+//! access).
+
+pub mod activation;
+pub mod adam;
+pub mod data;
+pub mod elementwise;
+pub mod layout;
+pub mod loss;
+pub mod rng;
+
+use std::ffi::c_void;
+
+use super::{DeviceBuffer, DeviceRepr, Executor, GpuError, LaunchConfig};
+
+/// Threads per block of the elementwise launches.
+pub const THREADS: u32 = 256;
+
+/// Threads of the single-block reductions (`GTA_REDUCE_THREADS` in kernels/params.cuh).
+pub const REDUCE_THREADS: u32 = 256;
+
+/// At most this many blocks per elementwise launch; the kernels loop (grid-stride) over the
+/// rest.
+const MAX_BLOCKS: usize = 1 << 16;
+
+/// A 1-D launch for `n` elements, one thread each (up to [`MAX_BLOCKS`] blocks).
+pub(crate) fn elements(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS);
+    LaunchConfig::linear(blocks as u32, THREADS)
+}
+
+/// Launch `kernel` with the parameter struct `params`, checking its size against the kernel
+/// side when the executor can tell (the `&dyn Executor` version of `Executor::launch_with`).
+///
+/// # Safety
+/// As [`Executor::launch`]: `P` is the `#[repr(C)]` mirror of the kernel's struct and its
+/// device pointers are valid for every access the kernel makes with `cfg`.
+pub(crate) unsafe fn launch<P: Copy>(
+    exec: &dyn Executor,
+    kernel: &str,
+    cfg: LaunchConfig,
+    params: &P,
+) -> Result<(), GpuError> {
+    if let Some(size) = exec.params_size(kernel) {
+        if size != std::mem::size_of::<P>() {
+            return Err(GpuError::ParamsSize {
+                kernel: kernel.to_string(),
+                rust: std::mem::size_of::<P>(),
+                kernel_side: size,
+            });
+        }
+    }
+    let mut copy = *params;
+    let mut array = [(&mut copy as *mut P).cast::<c_void>()];
+    // SAFETY: array[0] points to a live copy of the struct for the whole (synchronous) launch;
+    // the caller vouches for its contents.
+    unsafe { exec.launch(kernel, cfg, &mut array) }
+}
+
+pub(crate) fn invalid(kernel: &str, reason: impl Into<String>) -> GpuError {
+    GpuError::InvalidLaunch {
+        kernel: kernel.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// `buf` holds exactly `len` elements.
+pub(crate) fn check_len<T: DeviceRepr>(
+    kernel: &str,
+    what: &str,
+    buf: &DeviceBuffer<T>,
+    len: usize,
+) -> Result<(), GpuError> {
+    if buf.len() == len {
+        Ok(())
+    } else {
+        Err(invalid(
+            kernel,
+            format!("{what} holds {} values, expected {len}", buf.len()),
+        ))
+    }
+}
+
+/// `n` as the kernels' 32-bit count.
+pub(crate) fn count(kernel: &str, n: usize) -> Result<u32, GpuError> {
+    u32::try_from(n).map_err(|_| invalid(kernel, format!("{n} elements exceed 2^32 − 1")))
+}

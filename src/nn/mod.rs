@@ -257,7 +257,7 @@ impl SeqBuilder<'_> {
 
     /// Conv2d(cin, cout, k, stride, padding, bias): weight N(0, 0.02), bias PyTorch default.
     pub fn conv2d(
-        mut self,
+        self,
         cin: usize,
         cout: usize,
         k: usize,
@@ -265,24 +265,17 @@ impl SeqBuilder<'_> {
         padding: usize,
         bias: bool,
     ) -> Self {
-        let m = self.next_module();
-        let w = self
-            .init
-            .conv_weight(&self.full_name(&m, "weight"), [cout, cin, k, k]);
-        let weight = self.add_param(&m, "weight", w);
-        let bias = bias.then(|| {
-            let b = self
-                .init
-                .conv_bias(&self.full_name(&m, "bias"), cout, cin * k * k);
-            self.add_param(&m, "bias", b)
-        });
-        let p = Conv2dParams { stride, padding };
-        self.push(Layer::Conv2d { weight, bias, p })
+        self.conv_layer(
+            false,
+            (cin, cout, k),
+            Conv2dParams { stride, padding },
+            bias,
+        )
     }
 
     /// ConvTranspose2d(cin, cout, k, stride, padding, bias): weight [cin, cout, k, k] N(0, 0.02).
     pub fn conv_transpose2d(
-        mut self,
+        self,
         cin: usize,
         cout: usize,
         k: usize,
@@ -290,20 +283,36 @@ impl SeqBuilder<'_> {
         padding: usize,
         bias: bool,
     ) -> Self {
+        self.conv_layer(true, (cin, cout, k), Conv2dParams { stride, padding }, bias)
+    }
+
+    fn conv_layer(
+        mut self,
+        transposed: bool,
+        (cin, cout, k): (usize, usize, usize),
+        p: Conv2dParams,
+        bias: bool,
+    ) -> Self {
         let m = self.next_module();
-        let w = self
-            .init
-            .conv_weight(&self.full_name(&m, "weight"), [cin, cout, k, k]);
+        // PyTorch's layouts, and its fan-in for the default bias init: weight dim 1 · k·k.
+        let (dims, fan_in) = if transposed {
+            ([cin, cout, k, k], cout * k * k)
+        } else {
+            ([cout, cin, k, k], cin * k * k)
+        };
+        let w = self.init.conv_weight(&self.full_name(&m, "weight"), dims);
         let weight = self.add_param(&m, "weight", w);
-        // PyTorch's fan-in for a transposed conv weight [cin, cout, k, k] is cout·k·k.
         let bias = bias.then(|| {
             let b = self
                 .init
-                .conv_bias(&self.full_name(&m, "bias"), cout, cout * k * k);
+                .conv_bias(&self.full_name(&m, "bias"), cout, fan_in);
             self.add_param(&m, "bias", b)
         });
-        let p = Conv2dParams { stride, padding };
-        self.push(Layer::ConvTranspose2d { weight, bias, p })
+        self.push(if transposed {
+            Layer::ConvTranspose2d { weight, bias, p }
+        } else {
+            Layer::Conv2d { weight, bias, p }
+        })
     }
 
     /// BatchNorm2d(c): weight N(1, 0.02), bias 0, running mean 0 / var 1.

@@ -10,6 +10,8 @@
 //! and takes the same arguments.
 
 pub mod emu;
+pub mod nvrtc;
+pub mod sources;
 
 use std::alloc::Layout;
 use std::ffi::c_void;

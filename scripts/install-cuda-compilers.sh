@@ -33,7 +33,7 @@ if [[ ! -f "$stamp" ]]; then
     echo "install-cuda-compilers: pip-installing nvidia-cuda-nvrtc-cu12==$NVRTC_VERSION" \
         "nvidia-cuda-nvcc-cu12==$NVCC_VERSION into $dir" >&2
     rm -rf "$dir/nvidia" "$dir"/.installed-*
-    "$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+    PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
         --target "$dir" \
         "nvidia-cuda-nvrtc-cu12==$NVRTC_VERSION" "nvidia-cuda-nvcc-cu12==$NVCC_VERSION" >&2
     touch "$stamp"

@@ -305,20 +305,19 @@ fn info() {
             }
         }
     }
-    let nvcc = env!("GTADAPT_BUILD_NVCC");
     let kernel_files: usize = env!("GTADAPT_KERNEL_FILES").parse().unwrap_or(0);
-    println!("cuda kernel sources in this build: {kernel_files}");
-    if nvcc.is_empty() {
-        println!(
-            "kernel compilation: no nvcc at build time → kernels are compiled at run time by NVRTC"
-        );
-    } else {
-        println!(
-            "kernel compilation: nvcc found at build time ({nvcc}) → PTX embedded in the binary"
-        );
-    }
+    println!("cuda kernel sources in this build: {kernel_files} (kernels/*.cu)");
+    println!("kernel path: {}", gtadapt::gpu::cuda::KernelPath::current());
     match device::nvrtc_version() {
         Some((major, minor)) => println!("nvrtc: {major}.{minor} (run-time compiler available)"),
-        None => println!("nvrtc: not found (put the NVRTC library on LD_LIBRARY_PATH to compile kernels at run time)"),
+        None => println!(
+            "nvrtc: not found (put the NVRTC library on LD_LIBRARY_PATH to compile kernels at run \
+             time)"
+        ),
     }
+    let emu = gtadapt::gpu::Emulator::new();
+    println!(
+        "emulator: always available (CPU SIMT emulation of kernels/*.cu), {} kernels registered",
+        emu.kernel_count()
+    );
 }

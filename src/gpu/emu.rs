@@ -26,6 +26,7 @@ extern "C" {
     ) -> c_int;
     fn gta_emu_kernel_params_size(kernel: *const c_char) -> usize;
     fn gta_emu_kernel_module(kernel: *const c_char) -> *const c_char;
+    static gta_emu_kernel_table_len: usize;
 }
 
 /// The CPU SIMT emulator. Stateless: per-thread fiber stacks live in the C++ runtime, so one
@@ -36,6 +37,12 @@ pub struct Emulator;
 impl Emulator {
     pub fn new() -> Self {
         Emulator
+    }
+
+    /// How many kernels the emulator's registry holds (every GTA_KERNEL of kernels/*.cu).
+    pub fn kernel_count(&self) -> usize {
+        // SAFETY: a constant defined by the generated registry (build.rs), never written.
+        unsafe { gta_emu_kernel_table_len }
     }
 
     /// The kernels/*.cu file (without extension) that defines `kernel`, if any.

@@ -6,11 +6,17 @@
 //! `#[repr(C)]` parameter struct (mirrored in kernels/params.cuh, sizes asserted on both sides).
 //!
 //! Executors: [`emu::Emulator`] runs the very same kernel sources on the CPU (the SIMT emulator
-//! of kernels/emu/, built by build.rs on every machine). The CUDA executor (cudarc) comes later
-//! and takes the same arguments.
+//! of kernels/emu/, built by build.rs on every machine). [`cuda::CudaExecutor`] (cudarc,
+//! libcuda loaded dynamically) takes the same arguments to `cuLaunchKernel`.
+//!
+//! Memory: [`Memory`] allocates and copies buffers in a backend-neutral way, so the same test
+//! runs on both executors ([`DeviceBuffer`] for the emulator, [`cuda::CudaBuffer`] on a GPU).
 
+pub mod cuda;
 pub mod emu;
 pub mod kernels;
+pub mod nvrtc;
+pub mod sources;
 
 use std::alloc::Layout;
 use std::ffi::c_void;
@@ -67,6 +73,21 @@ pub enum GpuError {
     },
     #[error("kernel `{kernel}` failed: {message}")]
     KernelFailed { kernel: String, message: String },
+    /// libcuda could not be loaded (the CUDA executor is unavailable; the emulator and the CPU
+    /// backend still work).
+    #[error("no CUDA driver: libcuda.so could not be loaded (no NVIDIA driver on this machine)")]
+    NoDriver,
+    /// A CUDA driver call failed. `what` names the module and/or kernel (or the operation).
+    #[error("{what}: {call} failed: {code}{hint}")]
+    Driver {
+        what: String,
+        call: &'static str,
+        code: String,
+        hint: String,
+    },
+    /// Run-time compilation of a module failed (the error names the module).
+    #[error(transparent)]
+    Nvrtc(#[from] nvrtc::NvrtcError),
 }
 
 /// Something that runs kernels through the launch ABI.
@@ -121,6 +142,60 @@ pub trait Executor {
         // SAFETY: array[0] points to a live copy of the struct for the whole (synchronous)
         // launch; the caller vouches for its contents.
         unsafe { self.launch(kernel, cfg, &mut array) }
+    }
+}
+
+/// A buffer of device memory holding `len()` elements of `T`.
+pub trait Buffer<T: DeviceRepr> {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The device address of the first element, for a parameter struct.
+    fn device_ptr(&self) -> u64;
+    /// Device → host copy (waits for pending work on the executor's stream).
+    fn read(&self) -> Result<Vec<T>, GpuError>;
+    /// Host → device copy. Panics when the lengths differ.
+    fn write(&mut self, data: &[T]) -> Result<(), GpuError>;
+}
+
+/// An executor that also allocates its device memory: what a backend-neutral test needs.
+pub trait Memory: Executor {
+    type Buf<T: DeviceRepr>: Buffer<T>;
+    /// `len` zeroed elements.
+    fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<Self::Buf<T>, GpuError>;
+    /// A device copy of `data`.
+    fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<Self::Buf<T>, GpuError> {
+        let mut b = self.alloc_zeroed(data.len())?;
+        b.write(data)?;
+        Ok(b)
+    }
+    /// `len` copies of `value`.
+    fn filled<T: DeviceRepr>(&self, len: usize, value: T) -> Result<Self::Buf<T>, GpuError> {
+        self.upload(&vec![value; len])
+    }
+}
+
+impl<T: DeviceRepr> Buffer<T> for DeviceBuffer<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn device_ptr(&self) -> u64 {
+        DeviceBuffer::device_ptr(self)
+    }
+    fn read(&self) -> Result<Vec<T>, GpuError> {
+        Ok(self.to_vec())
+    }
+    fn write(&mut self, data: &[T]) -> Result<(), GpuError> {
+        self.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl Memory for Emulator {
+    type Buf<T: DeviceRepr> = DeviceBuffer<T>;
+    fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>, GpuError> {
+        Ok(DeviceBuffer::zeroed(len))
     }
 }
 

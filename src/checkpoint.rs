@@ -42,7 +42,7 @@ impl StateDict {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.display().to_string(),
-            source: e,
+            cause: e,
         })?;
         Self::parse(&bytes).map_err(|d| ckpt_err(path, d))
     }
@@ -157,7 +157,7 @@ impl StateDict {
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |e: std::io::Error| Error::Io {
         path: path.display().to_string(),
-        source: e,
+        cause: e,
     };
     let dir = path
         .parent()

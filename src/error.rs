@@ -25,12 +25,10 @@ pub enum Error {
     #[error("checkpoint {path}: {detail}")]
     Checkpoint { path: String, detail: String },
 
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The operating system refused an operation on this path. (The cause is part of the
+    /// message, not a separate `source`, so a printed error chain does not repeat it.)
+    #[error("I/O error on {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -126,8 +126,19 @@ enum SplitName {
     Test,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // Errors are printed with their context chain, without a backtrace even when
+    // RUST_BACKTRACE is set: they are messages for a user, not crashes.
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         if n == 0 {
             anyhow::bail!("--threads must be at least 1");

@@ -166,7 +166,7 @@ impl RunDir {
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io {
         path: path.display().to_string(),
-        source: e,
+        cause: e,
     }
 }
 

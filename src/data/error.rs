@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 /// Everything reading, importing, fetching or batching a dataset can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// The operating system refused an operation on this path.
-    #[error("{}: {source}", .path.display())]
+    /// The operating system refused an operation on this path. (The cause is part of the
+    /// message, not a separate `source`, so a printed error chain does not repeat it.)
+    #[error("{}: {cause}", .path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The file (or directory) exists but its content is not what it must be.
@@ -51,7 +51,7 @@ impl DataError {
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            cause: source,
         }
     }
     pub(crate) fn invalid(path: impl AsRef<Path>, problem: impl fmt::Display) -> Self {

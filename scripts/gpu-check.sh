@@ -8,8 +8,9 @@
 #
 # Runs `gtadapt info` and `gtadapt kernels check --device cuda`; the GPU-capable test
 # executables with GTADAPT_REQUIRE_GPU=1 (a missing GPU fails them instead of skipping):
-# every tests/gpu_* target, and the library's unit tests filtered to `gpu::`; then every bench executable (each under a time limit,
-# GPU_CHECK_BENCH_TIMEOUT seconds, default 300; GPU_CHECK_BENCHES=0 skips them). Writes
+# every tests/gpu_* target, and the library's unit tests filtered to `gpu::`; then every
+# bench executable (each under a time limit, GPU_CHECK_BENCH_TIMEOUT seconds, default 300;
+# GPU_CHECK_BENCHES=0 skips them). Writes
 # REPORT_DIR/gpu-check.md (and each command's full log next to it). Exit status: 0 when every
 # test passed.
 set -uo pipefail

@@ -6,10 +6,11 @@
 #     BUNDLE      default: gpu-bundle/ next to this script's repo
 #     REPORT_DIR  default: $OUT if set, else ./gpu-report
 #
-# Runs `gtadapt info`; the GPU-capable test executables with GTADAPT_REQUIRE_GPU=1 (a missing
-# GPU fails them instead of skipping): every tests/gpu_* target, and the library's unit tests
-# filtered to `gpu::`; then every bench executable (each under a time limit,
-# GPU_CHECK_BENCH_TIMEOUT seconds, default 300; GPU_CHECK_BENCHES=0 skips them). Writes
+# Runs `gtadapt info` and `gtadapt kernels check --device cuda`; the GPU-capable test
+# executables with GTADAPT_REQUIRE_GPU=1 (a missing GPU fails them instead of skipping):
+# every tests/gpu_* target, and the library's unit tests filtered to `gpu::`; then every
+# bench executable (each under a time limit, GPU_CHECK_BENCH_TIMEOUT seconds, default 300;
+# GPU_CHECK_BENCHES=0 skips them). Writes
 # REPORT_DIR/gpu-check.md (and each command's full log next to it). Exit status: 0 when every
 # test passed.
 set -uo pipefail
@@ -66,6 +67,7 @@ run() {
 
 rm -f "$report.sections"
 run info 60 "$bundle/gtadapt" info || failed=1
+run kernels-check 300 "$bundle/gtadapt" kernels check --device cuda || failed=1
 for t in "$bundle"/tests/gpu_*; do
     [[ -x "$t" ]] || continue
     run "test-$(basename "$t")" 0 "$t" --nocapture --test-threads=1 || failed=1

@@ -48,6 +48,11 @@ enum Command {
     Experiments(cli::train::ExperimentsArgs),
     /// Show the version, CPU threads, the CUDA driver and GPUs, and how kernels are compiled.
     Info,
+    /// Check the GPU kernels against the CPU backend (on the emulator or a GPU).
+    Kernels {
+        #[command(subcommand)]
+        command: cli::kernels::KernelsCommand,
+    },
     /// Datasets: download, import, inspect and preview.
     ///
     /// A dataset is named by `embedded-mnist` or `embedded-mnistm` (built in, no download),
@@ -154,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Experiments(a) => cli::train::experiments(a)?,
         Command::Info => info(),
         Command::Data { command } => data_command(command)?,
+        Command::Kernels { command } => cli::kernels::run(command)?,
     }
     Ok(())
 }

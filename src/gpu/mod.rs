@@ -12,6 +12,7 @@
 //! Memory: [`Memory`] allocates and copies buffers in a backend-neutral way, so the same test
 //! runs on both executors ([`DeviceBuffer`] for the emulator, [`cuda::CudaBuffer`] on a GPU).
 
+pub mod check;
 pub mod cuda;
 pub mod emu;
 pub mod kernels;

@@ -2,7 +2,7 @@
 //! bit-identical to [`crate::ops::activation::Activation`] on the emulator.
 
 use super::{check_len, count, elements, launch};
-use crate::gpu::{DeviceBuffer, Executor, GpuError};
+use crate::gpu::{Buffer, GpuError, Memory};
 use crate::ops::activation::Activation;
 
 #[repr(C)]
@@ -42,11 +42,11 @@ fn code(act: Activation) -> (i32, f32) {
 }
 
 /// `y = act(x)`, elementwise.
-pub fn forward(
-    exec: &dyn Executor,
+pub fn forward<M: Memory>(
+    exec: &M,
     act: Activation,
-    x: &DeviceBuffer<f32>,
-    y: &mut DeviceBuffer<f32>,
+    x: &M::Buf<f32>,
+    y: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "activation_forward";
     let n = x.len();
@@ -65,13 +65,13 @@ pub fn forward(
 }
 
 /// `gx = act'(x, y) · gy`, elementwise (`x` the forward input, `y` its output).
-pub fn backward(
-    exec: &dyn Executor,
+pub fn backward<M: Memory>(
+    exec: &M,
     act: Activation,
-    x: &DeviceBuffer<f32>,
-    y: &DeviceBuffer<f32>,
-    gy: &DeviceBuffer<f32>,
-    gx: &mut DeviceBuffer<f32>,
+    x: &M::Buf<f32>,
+    y: &M::Buf<f32>,
+    gy: &M::Buf<f32>,
+    gx: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "activation_backward";
     let n = x.len();

@@ -3,7 +3,7 @@
 //! [`crate::ops::adam::AdamScalars`]).
 
 use super::{check_len, count, elements, invalid, launch};
-use crate::gpu::{DeviceBuffer, Executor, GpuError};
+use crate::gpu::{Buffer, GpuError, Memory};
 use crate::ops::adam::{AdamConfig, AdamScalars};
 
 #[repr(C)]
@@ -27,12 +27,12 @@ struct AdamParams {
 const _: () = assert!(std::mem::size_of::<AdamParams>() == 72);
 
 /// Adam step number `step` (from 1) over `param`, with moments `m`, `v` (equal lengths).
-pub fn step(
-    exec: &dyn Executor,
-    param: &mut DeviceBuffer<f32>,
-    grad: &DeviceBuffer<f32>,
-    m: &mut DeviceBuffer<f32>,
-    v: &mut DeviceBuffer<f32>,
+pub fn step<M: Memory>(
+    exec: &M,
+    param: &mut M::Buf<f32>,
+    grad: &M::Buf<f32>,
+    m: &mut M::Buf<f32>,
+    v: &mut M::Buf<f32>,
     step: u64,
     cfg: &AdamConfig,
 ) -> Result<(), GpuError> {

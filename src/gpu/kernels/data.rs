@@ -6,7 +6,7 @@
 use super::{check_len, count, elements, invalid, launch};
 use crate::data::resize::Resizer;
 use crate::data::IMAGE_SIZE;
-use crate::gpu::{DeviceBuffer, Executor, GpuError};
+use crate::gpu::{Buffer, GpuError, Memory};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -33,22 +33,22 @@ struct GatherParams {
 const _: () = assert!(std::mem::size_of::<GatherParams>() == 104);
 
 /// A dataset's images on the device, with the resize tables to 32×32.
-pub struct DeviceImages {
-    pixels: DeviceBuffer<u8>,
+pub struct DeviceImages<M: Memory> {
+    pixels: M::Buf<u8>,
     dims: [usize; 4],
-    h_bounds: DeviceBuffer<i32>,
-    h_k: DeviceBuffer<i32>,
-    v_bounds: DeviceBuffer<i32>,
-    v_k: DeviceBuffer<i32>,
+    h_bounds: M::Buf<i32>,
+    h_k: M::Buf<i32>,
+    v_bounds: M::Buf<i32>,
+    v_k: M::Buf<i32>,
     h_ksize: usize,
     v_ksize: usize,
     /// 0 copy, 1 horizontal then vertical, 2 vertical then horizontal.
     mode: u32,
 }
 
-impl DeviceImages {
+impl<M: Memory> DeviceImages<M> {
     /// Uploads `pixels`, N×C×H×W u8 (C = 1 or 3, H, W ≥ 1).
-    pub fn new(pixels: &[u8], dims: [usize; 4]) -> Result<DeviceImages, GpuError> {
+    pub fn new(exec: &M, pixels: &[u8], dims: [usize; 4]) -> Result<Self, GpuError> {
         const K: &str = "gather_batch";
         let [n, c, h, w] = dims;
         if c != 1 && c != 3 {
@@ -74,12 +74,12 @@ impl DeviceImages {
             1
         };
         Ok(DeviceImages {
-            pixels: DeviceBuffer::from_slice(pixels),
+            pixels: exec.upload(pixels)?,
             dims,
-            h_bounds: DeviceBuffer::from_slice(&ht.bounds),
-            h_k: DeviceBuffer::from_slice(&ht.k),
-            v_bounds: DeviceBuffer::from_slice(&vt.bounds),
-            v_k: DeviceBuffer::from_slice(&vt.k),
+            h_bounds: exec.upload(&ht.bounds)?,
+            h_k: exec.upload(&ht.k)?,
+            v_bounds: exec.upload(&vt.bounds)?,
+            v_k: exec.upload(&vt.k)?,
             h_ksize: ht.ksize,
             v_ksize: vt.ksize,
             mode,
@@ -87,8 +87,8 @@ impl DeviceImages {
     }
 
     /// Uploads a split's images.
-    pub fn from_images(images: &crate::data::dataset::Images) -> Result<DeviceImages, GpuError> {
-        Self::new(images.pixels(), images.dims())
+    pub fn from_images(exec: &M, images: &crate::data::dataset::Images) -> Result<Self, GpuError> {
+        Self::new(exec, images.pixels(), images.dims())
     }
 
     /// N×C×H×W.
@@ -99,12 +99,12 @@ impl DeviceImages {
 
 /// Gathers images `indices` (each < N; an index out of range gives NaN values) into `out`
 /// [B, 3, 32, 32] normalized, and into `out_d` (when given) the [−1, 1] view D sees.
-pub fn gather(
-    exec: &dyn Executor,
-    images: &DeviceImages,
-    indices: &DeviceBuffer<u32>,
-    out: &mut DeviceBuffer<f32>,
-    out_d: Option<&mut DeviceBuffer<f32>>,
+pub fn gather<M: Memory>(
+    exec: &M,
+    images: &DeviceImages<M>,
+    indices: &M::Buf<u32>,
+    out: &mut M::Buf<f32>,
+    out_d: Option<&mut M::Buf<f32>>,
 ) -> Result<(), GpuError> {
     const K: &str = "gather_batch";
     let b = indices.len();

@@ -1,7 +1,7 @@
 //! Launches of kernels/elementwise.cu: fill, copy, scale, axpy over f32 buffers.
 
 use super::{check_len, count, elements, launch};
-use crate::gpu::{DeviceBuffer, Executor, GpuError};
+use crate::gpu::{Buffer, GpuError, Memory};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -34,7 +34,7 @@ struct ScaleParams {
 const _: () = assert!(std::mem::size_of::<ScaleParams>() == 24);
 
 /// Every element of `y` set to `value`.
-pub fn fill(exec: &dyn Executor, y: &mut DeviceBuffer<f32>, value: f32) -> Result<(), GpuError> {
+pub fn fill<M: Memory>(exec: &M, y: &mut M::Buf<f32>, value: f32) -> Result<(), GpuError> {
     const K: &str = "fill_f32";
     let n = y.len();
     let p = FillParams {
@@ -47,11 +47,7 @@ pub fn fill(exec: &dyn Executor, y: &mut DeviceBuffer<f32>, value: f32) -> Resul
 }
 
 /// `y = x` (equal lengths).
-pub fn copy(
-    exec: &dyn Executor,
-    x: &DeviceBuffer<f32>,
-    y: &mut DeviceBuffer<f32>,
-) -> Result<(), GpuError> {
+pub fn copy<M: Memory>(exec: &M, x: &M::Buf<f32>, y: &mut M::Buf<f32>) -> Result<(), GpuError> {
     const K: &str = "copy_f32";
     let n = x.len();
     check_len(K, "y", y, n)?;
@@ -75,11 +71,11 @@ fn scale_like(kernel: &str, x: u64, y: u64, a: f32, n: usize) -> Result<ScalePar
 }
 
 /// `y = a·x` (equal lengths).
-pub fn scale(
-    exec: &dyn Executor,
+pub fn scale<M: Memory>(
+    exec: &M,
     a: f32,
-    x: &DeviceBuffer<f32>,
-    y: &mut DeviceBuffer<f32>,
+    x: &M::Buf<f32>,
+    y: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "scale_f32";
     check_len(K, "y", y, x.len())?;
@@ -89,11 +85,7 @@ pub fn scale(
 }
 
 /// `y = a·y`, in place.
-pub fn scale_in_place(
-    exec: &dyn Executor,
-    a: f32,
-    y: &mut DeviceBuffer<f32>,
-) -> Result<(), GpuError> {
+pub fn scale_in_place<M: Memory>(exec: &M, a: f32, y: &mut M::Buf<f32>) -> Result<(), GpuError> {
     const K: &str = "scale_f32";
     let p = scale_like(K, y.device_ptr(), y.device_ptr(), a, y.len())?;
     // SAFETY: y holds n floats; each thread reads then writes its own element only.
@@ -101,11 +93,11 @@ pub fn scale_in_place(
 }
 
 /// `y += a·x` (the product rounded, then the sum: equal to the CPU's `y + a * x`).
-pub fn axpy(
-    exec: &dyn Executor,
+pub fn axpy<M: Memory>(
+    exec: &M,
     a: f32,
-    x: &DeviceBuffer<f32>,
-    y: &mut DeviceBuffer<f32>,
+    x: &M::Buf<f32>,
+    y: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "axpy_f32";
     check_len(K, "y", y, x.len())?;

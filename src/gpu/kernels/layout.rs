@@ -3,7 +3,7 @@
 //! parts share the item count N.
 
 use super::{check_len, count, elements, invalid, launch};
-use crate::gpu::{DeviceBuffer, Executor, GpuError};
+use crate::gpu::{Buffer, GpuError, Memory};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -55,18 +55,18 @@ fn plan(
 }
 
 /// `out = concat(parts, dim 1)`: `parts[i]` is [items][C_i·rest], `out` [items][ΣC_i·rest].
-pub fn concat_dim1(
-    exec: &dyn Executor,
+pub fn concat_dim1<M: Memory>(
+    exec: &M,
     items: usize,
-    parts: &[&DeviceBuffer<f32>],
-    out: &mut DeviceBuffer<f32>,
+    parts: &[&M::Buf<f32>],
+    out: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "concat_part";
     let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
     let (blocks, whole_block) = plan(K, items, &lens, out.len())?;
     let mut offset = 0;
     for (part, &block) in parts.iter().zip(&blocks) {
-        check_len(K, "part", part, items * block)?;
+        check_len(K, "part", *part, items * block)?;
         let p = LayoutPartParams {
             src: part.device_ptr(),
             dst: out.device_ptr(),
@@ -84,11 +84,11 @@ pub fn concat_dim1(
 }
 
 /// The inverse (concat's backward): `parts[i] = whole[:, columns of part i]`.
-pub fn split_dim1(
-    exec: &dyn Executor,
+pub fn split_dim1<M: Memory>(
+    exec: &M,
     items: usize,
-    whole: &DeviceBuffer<f32>,
-    parts: &mut [&mut DeviceBuffer<f32>],
+    whole: &M::Buf<f32>,
+    parts: &mut [&mut M::Buf<f32>],
 ) -> Result<(), GpuError> {
     const K: &str = "split_part";
     let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();

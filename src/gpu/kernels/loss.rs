@@ -9,7 +9,7 @@
 //! gradient `g` from a device scalar (no host synchronization).
 
 use super::{check_len, count, elements, invalid, launch, REDUCE_THREADS};
-use crate::gpu::{DeviceBuffer, Executor, GpuError, LaunchConfig};
+use crate::gpu::{Buffer, GpuError, LaunchConfig, Memory};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -64,11 +64,11 @@ fn one_block() -> LaunchConfig {
 }
 
 /// `out[0] = (Σ x) / divisor`, in a fixed order (deterministic: same input, same bits).
-pub fn sum(
-    exec: &dyn Executor,
-    x: &DeviceBuffer<f32>,
+pub fn sum<M: Memory>(
+    exec: &M,
+    x: &M::Buf<f32>,
     divisor: f32,
-    out: &mut DeviceBuffer<f32>,
+    out: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "sum_f32";
     check_len(K, "out", out, 1)?;
@@ -84,8 +84,8 @@ pub fn sum(
 
 fn check_rows(
     kernel: &str,
-    logits: &DeviceBuffer<f32>,
-    labels: &DeviceBuffer<u32>,
+    logits: &impl Buffer<f32>,
+    labels: &impl Buffer<u32>,
     [n, k]: [usize; 2],
 ) -> Result<(u32, u32), GpuError> {
     if n == 0 || k == 0 {
@@ -98,13 +98,13 @@ fn check_rows(
 
 /// Mean softmax cross-entropy of `logits` [n, k] with `labels` (each < k; a label out of range
 /// makes the loss NaN) -> `out[0]`. `rows` (n values) receives the per-row losses.
-pub fn cross_entropy_forward(
-    exec: &dyn Executor,
-    logits: &DeviceBuffer<f32>,
-    labels: &DeviceBuffer<u32>,
+pub fn cross_entropy_forward<M: Memory>(
+    exec: &M,
+    logits: &M::Buf<f32>,
+    labels: &M::Buf<u32>,
     dims: [usize; 2],
-    rows: &mut DeviceBuffer<f32>,
-    out: &mut DeviceBuffer<f32>,
+    rows: &mut M::Buf<f32>,
+    out: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "cross_entropy_rows";
     let (n, k) = check_rows(K, logits, labels, dims)?;
@@ -124,13 +124,13 @@ pub fn cross_entropy_forward(
 }
 
 /// `dx = (g[0]/n)·(softmax(logits) − onehot(labels))`, [n, k].
-pub fn cross_entropy_backward(
-    exec: &dyn Executor,
-    logits: &DeviceBuffer<f32>,
-    labels: &DeviceBuffer<u32>,
+pub fn cross_entropy_backward<M: Memory>(
+    exec: &M,
+    logits: &M::Buf<f32>,
+    labels: &M::Buf<u32>,
     dims: [usize; 2],
-    g: &DeviceBuffer<f32>,
-    dx: &mut DeviceBuffer<f32>,
+    g: &M::Buf<f32>,
+    dx: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "cross_entropy_backward";
     let (n, k) = check_rows(K, logits, labels, dims)?;
@@ -149,18 +149,33 @@ pub fn cross_entropy_backward(
 }
 
 /// The BCE target: one value for every logit, or one per logit.
-#[derive(Clone, Copy, Debug)]
-pub enum BceTarget<'a> {
+pub enum BceTarget<'a, M: Memory> {
     Constant(f32),
-    PerElement(&'a DeviceBuffer<f32>),
+    PerElement(&'a M::Buf<f32>),
 }
 
-fn bce_params(
+impl<M: Memory> Clone for BceTarget<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<M: Memory> Copy for BceTarget<'_, M> {}
+
+impl<M: Memory> std::fmt::Debug for BceTarget<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BceTarget::Constant(t) => f.debug_tuple("Constant").field(t).finish(),
+            BceTarget::PerElement(b) => f.debug_tuple("PerElement").field(&b.len()).finish(),
+        }
+    }
+}
+
+fn bce_params<M: Memory>(
     kernel: &str,
-    x: &DeviceBuffer<f32>,
-    target: BceTarget<'_>,
+    x: &M::Buf<f32>,
+    target: BceTarget<'_, M>,
     g: u64,
-    out: &DeviceBuffer<f32>,
+    out: &M::Buf<f32>,
 ) -> Result<BceParams, GpuError> {
     let n = x.len();
     if n == 0 {
@@ -185,12 +200,12 @@ fn bce_params(
 }
 
 /// Mean BCE with logits -> `out[0]`; `terms` (one per logit) receives the per-element losses.
-pub fn bce_with_logits_forward(
-    exec: &dyn Executor,
-    x: &DeviceBuffer<f32>,
-    target: BceTarget<'_>,
-    terms: &mut DeviceBuffer<f32>,
-    out: &mut DeviceBuffer<f32>,
+pub fn bce_with_logits_forward<M: Memory>(
+    exec: &M,
+    x: &M::Buf<f32>,
+    target: BceTarget<'_, M>,
+    terms: &mut M::Buf<f32>,
+    out: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "bce_terms";
     let p = bce_params(K, x, target, 0, terms)?;
@@ -200,12 +215,12 @@ pub fn bce_with_logits_forward(
 }
 
 /// `dx = (g[0]/n)·(sigmoid(x) − target)`.
-pub fn bce_with_logits_backward(
-    exec: &dyn Executor,
-    x: &DeviceBuffer<f32>,
-    target: BceTarget<'_>,
-    g: &DeviceBuffer<f32>,
-    dx: &mut DeviceBuffer<f32>,
+pub fn bce_with_logits_backward<M: Memory>(
+    exec: &M,
+    x: &M::Buf<f32>,
+    target: BceTarget<'_, M>,
+    g: &M::Buf<f32>,
+    dx: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "bce_backward";
     check_len(K, "g", g, 1)?;
@@ -217,12 +232,12 @@ pub fn bce_with_logits_backward(
 /// The number of rows of `logits` [n, k] whose argmax (first maximum; NaN wins, as
 /// [`crate::ops::loss::argmax_rows`]) equals the label -> `out[0]`, or added to it when
 /// `accumulate`. Exact (integer sums).
-pub fn count_correct(
-    exec: &dyn Executor,
-    logits: &DeviceBuffer<f32>,
-    labels: &DeviceBuffer<u32>,
+pub fn count_correct<M: Memory>(
+    exec: &M,
+    logits: &M::Buf<f32>,
+    labels: &M::Buf<u32>,
     dims: [usize; 2],
-    out: &mut DeviceBuffer<u32>,
+    out: &mut M::Buf<u32>,
     accumulate: bool,
 ) -> Result<(), GpuError> {
     const K: &str = "count_correct";

@@ -1,9 +1,10 @@
 //! Launch functions for the kernels of kernels/*.cu, one module per op family (mirroring
-//! kernels/<family>.cu), one function per kernel. Each takes an executor (`&dyn Executor`:
-//! the emulator now, the CUDA executor later) and [`DeviceBuffer`]s, checks every length the
-//! kernel relies on, fills the kernel's `#[repr(C)]` parameter struct (mirrored in
-//! kernels/params.cuh, sizes asserted at compile time here and there, and at launch time
-//! against the executor's view) and launches.
+//! kernels/<family>.cu), one function per kernel. Each takes an executor `M: Memory` (the
+//! emulator or the CUDA executor) and that executor's buffers (`M::Buf`: an emulator buffer
+//! cannot be passed to a CUDA launch, nor the reverse), checks every length the kernel relies
+//! on, fills the kernel's `#[repr(C)]` parameter struct (mirrored in kernels/params.cuh, sizes
+//! asserted at compile time here and there, and at launch time against the executor's view)
+//! and launches.
 //!
 //! Soundness of every launch here: the kernel's accesses are bounded by the counts in its
 //! parameter struct, which are derived from (and checked against) the lengths of the buffers
@@ -22,7 +23,7 @@ pub mod rng;
 
 use std::ffi::c_void;
 
-use super::{DeviceBuffer, DeviceRepr, Executor, GpuError, LaunchConfig};
+use super::{Buffer, DeviceRepr, Executor, GpuError, LaunchConfig};
 
 /// Threads per block of the elementwise launches.
 pub const THREADS: u32 = 256;
@@ -76,10 +77,10 @@ pub(crate) fn invalid(kernel: &str, reason: impl Into<String>) -> GpuError {
 }
 
 /// `buf` holds exactly `len` elements.
-pub(crate) fn check_len<T: DeviceRepr>(
+pub(crate) fn check_len<T: DeviceRepr, B: Buffer<T> + ?Sized>(
     kernel: &str,
     what: &str,
-    buf: &DeviceBuffer<T>,
+    buf: &B,
     len: usize,
 ) -> Result<(), GpuError> {
     if buf.len() == len {

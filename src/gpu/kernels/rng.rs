@@ -3,7 +3,7 @@
 //! scripts/gpu-check.sh, see the kernel's comment).
 
 use super::{count, elements, launch};
-use crate::gpu::{DeviceBuffer, Executor, GpuError};
+use crate::gpu::{Buffer, GpuError, Memory};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -18,12 +18,12 @@ struct NormalParams {
 const _: () = assert!(std::mem::size_of::<NormalParams>() == 40);
 
 /// `out[i]` = the normal number at position `offset + i` of (`seed`, `stream`).
-pub fn normal(
-    exec: &dyn Executor,
+pub fn normal<M: Memory>(
+    exec: &M,
     seed: u64,
     stream: u64,
     offset: u64,
-    out: &mut DeviceBuffer<f32>,
+    out: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     const K: &str = "normal_f32";
     let n = out.len();

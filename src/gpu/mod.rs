@@ -129,21 +129,38 @@ pub trait Executor {
     where
         Self: Sized,
     {
-        if let Some(size) = self.params_size(kernel) {
-            if size != std::mem::size_of::<P>() {
-                return Err(GpuError::ParamsSize {
-                    kernel: kernel.to_string(),
-                    rust: std::mem::size_of::<P>(),
-                    kernel_side: size,
-                });
-            }
-        }
-        let mut copy = *params;
-        let mut array = [(&mut copy as *mut P).cast::<c_void>()];
-        // SAFETY: array[0] points to a live copy of the struct for the whole (synchronous)
-        // launch; the caller vouches for its contents.
-        unsafe { self.launch(kernel, cfg, &mut array) }
+        // SAFETY: forwarded under the caller's guarantees.
+        unsafe { launch_params(self, kernel, cfg, params) }
     }
+}
+
+/// [`Executor::launch_with`] for any executor, including `&dyn Executor`: checks the struct's
+/// size against the kernel side (when the executor can tell), then launches with `params[0]`
+/// pointing to a copy of the struct.
+///
+/// # Safety
+/// As [`Executor::launch`]: `P` is the `#[repr(C)]` mirror of the kernel's struct and its
+/// device pointers are valid for every access the kernel makes with `cfg`.
+pub unsafe fn launch_params<P: Copy>(
+    exec: &dyn Executor,
+    kernel: &str,
+    cfg: LaunchConfig,
+    params: &P,
+) -> Result<(), GpuError> {
+    if let Some(size) = exec.params_size(kernel) {
+        if size != std::mem::size_of::<P>() {
+            return Err(GpuError::ParamsSize {
+                kernel: kernel.to_string(),
+                rust: std::mem::size_of::<P>(),
+                kernel_side: size,
+            });
+        }
+    }
+    let mut copy = *params;
+    let mut array = [(&mut copy as *mut P).cast::<c_void>()];
+    // SAFETY: array[0] points to a live copy of the struct for the whole (synchronous)
+    // launch; the caller vouches for its contents.
+    unsafe { exec.launch(kernel, cfg, &mut array) }
 }
 
 /// A buffer of device memory holding `len()` elements of `T`.

@@ -21,9 +21,7 @@ pub mod layout;
 pub mod loss;
 pub mod rng;
 
-use std::ffi::c_void;
-
-use super::{Buffer, DeviceRepr, Executor, GpuError, LaunchConfig};
+use super::{Buffer, DeviceRepr, GpuError, LaunchConfig};
 
 /// Threads per block of the elementwise launches.
 pub const THREADS: u32 = 256;
@@ -41,33 +39,7 @@ pub(crate) fn elements(n: usize) -> LaunchConfig {
     LaunchConfig::linear(blocks as u32, THREADS)
 }
 
-/// Launch `kernel` with the parameter struct `params`, checking its size against the kernel
-/// side when the executor can tell (the `&dyn Executor` version of `Executor::launch_with`).
-///
-/// # Safety
-/// As [`Executor::launch`]: `P` is the `#[repr(C)]` mirror of the kernel's struct and its
-/// device pointers are valid for every access the kernel makes with `cfg`.
-pub(crate) unsafe fn launch<P: Copy>(
-    exec: &dyn Executor,
-    kernel: &str,
-    cfg: LaunchConfig,
-    params: &P,
-) -> Result<(), GpuError> {
-    if let Some(size) = exec.params_size(kernel) {
-        if size != std::mem::size_of::<P>() {
-            return Err(GpuError::ParamsSize {
-                kernel: kernel.to_string(),
-                rust: std::mem::size_of::<P>(),
-                kernel_side: size,
-            });
-        }
-    }
-    let mut copy = *params;
-    let mut array = [(&mut copy as *mut P).cast::<c_void>()];
-    // SAFETY: array[0] points to a live copy of the struct for the whole (synchronous) launch;
-    // the caller vouches for its contents.
-    unsafe { exec.launch(kernel, cfg, &mut array) }
-}
+pub(crate) use super::launch_params as launch;
 
 pub(crate) fn invalid(kernel: &str, reason: impl Into<String>) -> GpuError {
     GpuError::InvalidLaunch {

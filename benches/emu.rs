@@ -8,16 +8,8 @@
 
 use std::time::Instant;
 
+use gtadapt::gpu::kernels::selftest::SelftestVecParams;
 use gtadapt::gpu::{DeviceBuffer, Emulator, Executor, LaunchConfig};
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SelftestVecParams {
-    x: u64,
-    out: u64,
-    n: u32,
-    pad: u32,
-}
 
 fn measure(label: &str, kernel: &str, cfg: LaunchConfig, n: usize, reps: usize) {
     let x = DeviceBuffer::from_slice(&(0..n).map(|i| (i % 7) as f32).collect::<Vec<_>>());

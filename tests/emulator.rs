@@ -2,53 +2,14 @@
 //! values computed here, on sizes that are not multiples of the block, with outputs poisoned
 //! (NaN / 0xDEADBEEF) before the launch. Plus the errors it must report.
 
+use gtadapt::gpu::kernels::selftest::{
+    selftest_ints, SelftestIntParams, SelftestTransposeParams, SelftestVecParams,
+};
 use std::time::Instant;
 
 use gtadapt::gpu::{DeviceBuffer, Emulator, Executor, GpuError, LaunchConfig};
 
-// Mirrors of kernels/params.cuh.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SelftestVecParams {
-    x: u64,
-    out: u64,
-    n: u32,
-    pad: u32,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SelftestTransposeParams {
-    input: u64,
-    out: u64,
-    rows: u32,
-    cols: u32,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SelftestIntParams {
-    x: u64,
-    out: u64,
-    n: u32,
-    bins: u32,
-}
-const _: () = assert!(std::mem::size_of::<SelftestVecParams>() == 24);
-const _: () = assert!(std::mem::size_of::<SelftestTransposeParams>() == 24);
-const _: () = assert!(std::mem::size_of::<SelftestIntParams>() == 24);
-
 const POISON_I32: i32 = 0xDEADBEEFu32 as i32;
-
-/// Deterministic pseudo-random integers in [lo, hi).
-fn ints(n: usize, lo: i32, hi: i32, seed: u64) -> Vec<i32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            lo + (s % (hi - lo) as u64) as i32
-        })
-        .collect()
-}
 
 fn launch<P: Copy>(kernel: &str, cfg: LaunchConfig, p: &P) -> Result<(), GpuError> {
     let t = Instant::now();
@@ -105,7 +66,7 @@ fn block_sum_shuffle_reduction() {
         (70_001, 128, 256),
     ] {
         // Small integers: every partial sum is exact in f32, whatever the order.
-        let xs: Vec<f32> = ints(n, -8, 9, n as u64)
+        let xs: Vec<f32> = selftest_ints(n, -8, 9, n as u64)
             .into_iter()
             .map(|v| v as f32)
             .collect();
@@ -161,7 +122,7 @@ fn transpose_through_shared_tile() {
 #[test]
 fn block_inclusive_scan() {
     for (n, threads) in [(1000, 128), (77, 32), (3000, 1024), (513, 96)] {
-        let xs = ints(n, -50, 50, 7 + n as u64);
+        let xs = selftest_ints(n, -50, 50, 7 + n as u64);
         let x = DeviceBuffer::from_slice(&xs);
         let out = DeviceBuffer::filled(n, POISON_I32);
         let cfg = LaunchConfig::for_elements(n, threads);
@@ -181,7 +142,7 @@ fn block_inclusive_scan() {
 #[test]
 fn atomic_histogram() {
     let (n, bins) = (10_007, 37u32);
-    let xs = ints(n, 0, 1000, 3);
+    let xs = selftest_ints(n, 0, 1000, 3);
     let x = DeviceBuffer::from_slice(&xs);
     let out = DeviceBuffer::<i32>::zeroed(bins as usize);
     launch(
@@ -200,7 +161,7 @@ fn atomic_histogram() {
 #[test]
 fn other_atomics() {
     let n = 5003;
-    let xs = ints(n, -1000, 1000, 11);
+    let xs = selftest_ints(n, -1000, 1000, 11);
     let x = DeviceBuffer::from_slice(&xs);
     let init = [0, i32::MIN, i32::MAX, 0, 0, 0, 0, 0];
     let out = DeviceBuffer::from_slice(&init);
@@ -233,7 +194,7 @@ fn other_atomics() {
 #[test]
 fn warp_votes() {
     let n = 250; // 8 warps, the last one partly beyond n
-    let mut xs = ints(n, -3, 3, 5);
+    let mut xs = selftest_ints(n, -3, 3, 5);
     xs[32..64].fill(1); // a warp where all are true
     xs[64..96].fill(-1); // and one where none is
     let x = DeviceBuffer::from_slice(&xs);
@@ -262,7 +223,7 @@ fn warp_votes() {
 #[test]
 fn shuffle_variants_and_widths() {
     let n = 150;
-    let xs = ints(n, -1000, 1000, 9);
+    let xs = selftest_ints(n, -1000, 1000, 9);
     let x = DeviceBuffer::from_slice(&xs);
     let out = DeviceBuffer::filled(8 * n, POISON_I32);
     launch(
@@ -431,7 +392,7 @@ fn concurrent_launches_from_several_threads() {
         for t in 0..4 {
             s.spawn(move || {
                 let n = 10_000 + t * 7;
-                let xs: Vec<f32> = ints(n, -4, 5, t as u64)
+                let xs: Vec<f32> = selftest_ints(n, -4, 5, t as u64)
                     .into_iter()
                     .map(|v| v as f32)
                     .collect();

@@ -3,51 +3,20 @@
 //! GTADAPT_REQUIRE_GPU=1 a missing GPU fails the test instead of skipping it — that is how
 //! scripts/gpu-check.sh runs it).
 
+use gtadapt::gpu::kernels::selftest::{
+    selftest_ints, SelftestIntParams, SelftestTransposeParams, SelftestVecParams,
+};
 use gtadapt::gpu::{cuda, Buffer, Emulator, GpuError, LaunchConfig, Memory};
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SelftestVecParams {
-    x: u64,
-    out: u64,
-    n: u32,
-    pad: u32,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SelftestTransposeParams {
-    input: u64,
-    out: u64,
-    rows: u32,
-    cols: u32,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SelftestIntParams {
-    x: u64,
-    out: u64,
-    n: u32,
-    bins: u32,
-}
-
-fn ints(n: usize, lo: i32, hi: i32, seed: u64) -> Vec<i32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            lo + (s % (hi - lo) as u64) as i32
-        })
-        .collect()
-}
 
 /// Every check, on executor `e`.
 fn selftests<E: Memory>(e: &E) -> Result<(), GpuError> {
     println!("executor: {}", e.name());
     // Block sums (shuffles + a barrier), both kernels.
     let (n, blocks, threads) = (100_003usize, 37usize, 256u32);
-    let xs: Vec<f32> = ints(n, -8, 9, 1).into_iter().map(|v| v as f32).collect();
+    let xs: Vec<f32> = selftest_ints(n, -8, 9, 1)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
     let x = e.upload(&xs)?;
     let out = e.filled(blocks, f32::NAN)?;
     let mut expected = vec![0f64; blocks];
@@ -94,7 +63,7 @@ fn selftests<E: Memory>(e: &E) -> Result<(), GpuError> {
 
     // Block scan and histogram (shared atomics, then global).
     let (n, threads) = (3000usize, 1024u32);
-    let xs = ints(n, -50, 50, 7);
+    let xs = selftest_ints(n, -50, 50, 7);
     let x = e.upload(&xs)?;
     let mut out = e.filled(n, 0xDEADBEEFu32 as i32)?;
     let p = SelftestIntParams {
@@ -115,7 +84,7 @@ fn selftests<E: Memory>(e: &E) -> Result<(), GpuError> {
     }
     assert_eq!(out.read()?, expected, "scan");
     let bins = 37u32;
-    let xs = ints(n, 0, 1000, 3);
+    let xs = selftest_ints(n, 0, 1000, 3);
     let x = e.upload(&xs)?;
     out.write(&vec![0; n])?;
     let p = SelftestIntParams {

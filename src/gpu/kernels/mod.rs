@@ -20,6 +20,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod loss;
 pub mod rng;
+pub mod selftest;
 
 use super::{Buffer, DeviceRepr, GpuError, LaunchConfig};
 

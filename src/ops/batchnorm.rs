@@ -27,6 +27,7 @@ use crate::ops::LayerGrads;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 /// Hyper-parameters of a BatchNorm2d layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -211,31 +212,33 @@ pub fn batch_norm2d_forward_train<T: Float>(
             ),
         ));
     }
-    let mut stats = BatchStats {
-        mean: Vec::with_capacity(l.c),
-        var: Vec::with_capacity(l.c),
-        invstd: Vec::with_capacity(l.c),
-    };
     let inv_count = 1.0 / l.count as f64;
-    for ch in 0..l.c {
-        // Two passes in f64: the mean, then the squared deviations from it.
-        let sum: f64 = l.planes(ch).flat_map(|r| &x[r]).map(|v| v.to_f64()).sum();
-        let mean = sum * inv_count;
-        let ssd: f64 = l
-            .planes(ch)
-            .flat_map(|r| &x[r])
-            .map(|v| {
-                let d = v.to_f64() - mean;
-                d * d
-            })
-            .sum();
-        let var = ssd * inv_count;
-        stats.mean.push(T::from_f64(mean));
-        stats.var.push(T::from_f64(var));
-        stats
-            .invstd
-            .push(T::from_f64(1.0 / (var + eps.to_f64()).sqrt()));
-    }
+    // Channels are independent: each one's sums run sequentially (so results do not depend on
+    // the thread count), channels in parallel.
+    let per_channel: Vec<(T, T, T)> = (0..l.c)
+        .into_par_iter()
+        .map(|ch| {
+            // Two passes in f64: the mean, then the squared deviations from it.
+            let sum: f64 = l.planes(ch).flat_map(|r| &x[r]).map(|v| v.to_f64()).sum();
+            let mean = sum * inv_count;
+            let ssd: f64 = l
+                .planes(ch)
+                .flat_map(|r| &x[r])
+                .map(|v| {
+                    let d = v.to_f64() - mean;
+                    d * d
+                })
+                .sum();
+            let var = ssd * inv_count;
+            let invstd = 1.0 / (var + eps.to_f64()).sqrt();
+            (T::from_f64(mean), T::from_f64(var), T::from_f64(invstd))
+        })
+        .collect();
+    let stats = BatchStats {
+        mean: per_channel.iter().map(|s| s.0).collect(),
+        var: per_channel.iter().map(|s| s.1).collect(),
+        invstd: per_channel.iter().map(|s| s.2).collect(),
+    };
     let y = normalize(x, l, weight, bias, &stats.mean, &stats.invstd);
     Ok((y, stats))
 }
@@ -280,14 +283,17 @@ fn normalize<T: Float>(
     invstd: &[T],
 ) -> Vec<T> {
     let mut y = vec![T::ZERO; l.total];
-    for ch in 0..l.c {
-        let (m, s, b) = (mean[ch], invstd[ch] * weight[ch], bias[ch]);
-        for r in l.planes(ch) {
-            for (yv, &xv) in y[r.clone()].iter_mut().zip(&x[r]) {
+    // Plane p of the NCHW layout belongs to channel p mod C; planes are independent.
+    y.par_chunks_mut(l.hw.max(1))
+        .zip(x.par_chunks(l.hw.max(1)))
+        .enumerate()
+        .for_each(|(p, (yp, xp))| {
+            let ch = p % l.c;
+            let (m, s, b) = (mean[ch], invstd[ch] * weight[ch], bias[ch]);
+            for (yv, &xv) in yp.iter_mut().zip(xp) {
                 *yv = (xv - m) * s + b;
             }
-        }
-    }
+        });
     y
 }
 
@@ -320,38 +326,52 @@ pub fn batch_norm2d_backward_train<T: Float>(
         } else {
             0.0
         };
-        for ch in 0..l.c {
-            let (m, is) = (stats.mean[ch], stats.invstd[ch]);
-            let sum_gy: f64 = if need_dx || need_db {
-                l.planes(ch).flat_map(|r| &gy[r]).map(|g| g.to_f64()).sum()
-            } else {
-                0.0
-            };
-            let sum_gy_xhat: f64 = if need_dx || need_dw {
-                l.planes(ch)
-                    .flat_map(|r| x[r.clone()].iter().zip(&gy[r]))
-                    .map(|(&xv, &g)| g.to_f64() * ((xv - m) * is).to_f64())
-                    .sum()
-            } else {
-                0.0
-            };
-            if let Some(db) = &mut db {
-                db[ch] = T::from_f64(sum_gy);
+        // Per-channel sums in parallel over channels (each sum sequential: deterministic).
+        let sums: Vec<(f64, f64)> = (0..l.c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, is) = (stats.mean[ch], stats.invstd[ch]);
+                let sum_gy: f64 = if need_dx || need_db {
+                    l.planes(ch).flat_map(|r| &gy[r]).map(|g| g.to_f64()).sum()
+                } else {
+                    0.0
+                };
+                let sum_gy_xhat: f64 = if need_dx || need_dw {
+                    l.planes(ch)
+                        .flat_map(|r| x[r.clone()].iter().zip(&gy[r]))
+                        .map(|(&xv, &g)| g.to_f64() * ((xv - m) * is).to_f64())
+                        .sum()
+                } else {
+                    0.0
+                };
+                (sum_gy, sum_gy_xhat)
+            })
+            .collect();
+        if let Some(db) = &mut db {
+            for (d, s) in db.iter_mut().zip(&sums) {
+                *d = T::from_f64(s.0);
             }
-            if let Some(dw) = &mut dw {
-                dw[ch] = T::from_f64(sum_gy_xhat);
+        }
+        if let Some(dw) = &mut dw {
+            for (d, s) in dw.iter_mut().zip(&sums) {
+                *d = T::from_f64(s.1);
             }
-            if let Some(dx) = &mut dx {
-                let k = weight[ch] * is;
-                let mean_gy = T::from_f64(sum_gy * inv_count);
-                let mean_gy_xhat = T::from_f64(sum_gy_xhat * inv_count);
-                for r in l.planes(ch) {
-                    for ((d, &xv), &g) in dx[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&gy[r]) {
+        }
+        if let Some(dx) = &mut dx {
+            dx.par_chunks_mut(l.hw.max(1))
+                .zip(x.par_chunks(l.hw.max(1)).zip(gy.par_chunks(l.hw.max(1))))
+                .enumerate()
+                .for_each(|(p, (dp, (xp, gp)))| {
+                    let ch = p % l.c;
+                    let (m, is) = (stats.mean[ch], stats.invstd[ch]);
+                    let k = weight[ch] * is;
+                    let mean_gy = T::from_f64(sums[ch].0 * inv_count);
+                    let mean_gy_xhat = T::from_f64(sums[ch].1 * inv_count);
+                    for ((d, &xv), &g) in dp.iter_mut().zip(xp).zip(gp) {
                         let xhat = (xv - m) * is;
                         *d = k * (g - mean_gy - xhat * mean_gy_xhat);
                     }
-                }
-            }
+                });
         }
     }
     Ok(LayerGrads { dx, dw, db })

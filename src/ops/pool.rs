@@ -18,6 +18,7 @@ use crate::float::Float;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 /// Element count of `dims`, or `TooLarge` when it overflows.
 fn numel(dims: [usize; 4]) -> Result<usize> {
@@ -74,28 +75,34 @@ pub fn max_pool2d_forward<T: Float>(
     let [n, c, h, w] = x_dims;
     let [_, _, ho, wo] = y_dims;
     let (plane, out_plane) = (h * w, ho * wo);
-    let mut y = Vec::with_capacity(n * c * out_plane);
-    let mut argmax = Vec::with_capacity(n * c * out_plane);
-    for xp in x.chunks_exact(plane) {
-        for oh in 0..ho {
-            for ow in 0..wo {
-                let first = oh * kernel * w + ow * kernel;
-                let (mut best, mut best_i) = (xp[first], first);
-                for kh in 0..kernel {
-                    let row = first + kh * w;
-                    for (j, &v) in xp[row..row + kernel].iter().enumerate() {
-                        if v > best || v.is_nan() {
-                            best = v;
-                            best_i = row + j;
+    let mut y = vec![T::ZERO; n * c * out_plane];
+    let mut argmax = vec![0u32; n * c * out_plane];
+    // Planes are independent (no reduction across them), so running them in parallel
+    // changes no result.
+    y.par_chunks_mut(out_plane)
+        .zip(argmax.par_chunks_mut(out_plane))
+        .zip(x.par_chunks_exact(plane))
+        .with_min_len(16)
+        .for_each(|((yp, ap), xp)| {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let first = oh * kernel * w + ow * kernel;
+                    let (mut best, mut best_i) = (xp[first], first);
+                    for kh in 0..kernel {
+                        let row = first + kh * w;
+                        for (j, &v) in xp[row..row + kernel].iter().enumerate() {
+                            if v > best || v.is_nan() {
+                                best = v;
+                                best_i = row + j;
+                            }
                         }
                     }
+                    yp[oh * wo + ow] = best;
+                    // max_pool2d_dims checked that every plane index fits u32.
+                    ap[oh * wo + ow] = best_i as u32;
                 }
-                y.push(best);
-                // max_pool2d_dims checked that every plane index fits u32.
-                argmax.push(best_i as u32);
             }
-        }
-    }
+        });
     Ok((y, y_dims, argmax))
 }
 

@@ -7,6 +7,11 @@
 //! with kernels/emu/emu.h (a C++ compiler is all it needs), plus a generated registry of the
 //! kernels (`GTA_KERNEL(name, Params)` lines) that `gta_emu_launch` looks names up in.
 
+// The same kernel-name rule the CUDA executor uses (one file, two users).
+#[path = "src/gpu/kernel_names.rs"]
+mod kernel_names;
+use kernel_names::kernel_names;
+
 use std::path::{Path, PathBuf};
 
 fn find_nvcc() -> Option<PathBuf> {
@@ -139,22 +144,6 @@ fn embed_kernels(nvcc: Option<PathBuf>) {
         text.push_str("]));\n");
     }
     write_if_changed(&out.join("gta_kernel_sources.rs"), &text);
-}
-
-/// Kernel names declared in one .cu file: lines that start with `GTA_KERNEL(name,` or
-/// `GTA_KERNEL_BOUNDS(name,`.
-fn kernel_names(src: &str) -> Vec<String> {
-    src.lines()
-        .filter_map(|line| {
-            let line = line.trim_start();
-            let rest = line
-                .strip_prefix("GTA_KERNEL_BOUNDS(")
-                .or_else(|| line.strip_prefix("GTA_KERNEL("))?;
-            let name = rest.split(',').next()?.trim();
-            (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-                .then(|| name.to_string())
-        })
-        .collect()
 }
 
 fn build_emulator() {

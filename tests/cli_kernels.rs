@@ -2,17 +2,9 @@
 //! and src/gpu/check.rs). Not a `gpu_*` target: scripts/gpu-check.sh runs those from a bundle,
 //! where this build's binary path does not exist; it runs `kernels check --device cuda` itself.
 
+mod common;
+use common::gtadapt;
 use gtadapt::gpu::cuda;
-
-fn gtadapt(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gtadapt"))
-        .args(args)
-        .output()
-        .expect("run gtadapt");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
 
 #[test]
 fn the_cli_checks_the_kernels_on_the_emulator() {

@@ -1,12 +1,13 @@
 //! Training runs end to end on the embedded pair, at a tiny width so CI stays fast:
 //! determinism, exact resumption, checkpoints that load, and clear errors.
 
+mod common;
+use common::gtadapt;
 use gtadapt::checkpoint::{restore_trainer, trainer_state, StateDict};
 use gtadapt::gta::{Experiment, Hyper, Trainer};
 use gtadapt::models::Widths;
 use gtadapt::train::{self, InputNorm, Quiet, RunConfig};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn tiny(experiment: Experiment, epochs: usize) -> RunConfig {
     RunConfig {
@@ -182,16 +183,6 @@ fn a_checkpoint_of_another_experiment_or_width_is_refused_clearly() {
     let mut same = Trainer::new(Experiment::Exp1, tiny(Experiment::Exp1, 1).hyper, 99);
     restore_trainer(&mut same, &sd, path).unwrap();
     assert_eq!(trainer_state(&same, &Default::default()), sd);
-}
-
-fn gtadapt(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gtadapt"))
-        .args(args)
-        .output()
-        .expect("run gtadapt");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 #[test]

@@ -15,6 +15,7 @@
 pub mod check;
 pub mod cuda;
 pub mod emu;
+pub mod kernel_names;
 pub mod kernels;
 pub mod nvrtc;
 pub mod sources;

@@ -32,21 +32,7 @@ pub fn embedded_ptx(module: &str) -> Option<(&'static str, &'static str)> {
         .map(|(_, p)| (arch, *p))
 }
 
-/// Kernel names declared in a .cu source: lines starting with `GTA_KERNEL(name,` or
-/// `GTA_KERNEL_BOUNDS(name,` (the same rule build.rs uses for the emulator's registry).
-pub fn kernel_names(src: &str) -> Vec<String> {
-    src.lines()
-        .filter_map(|line| {
-            let line = line.trim_start();
-            let rest = line
-                .strip_prefix("GTA_KERNEL_BOUNDS(")
-                .or_else(|| line.strip_prefix("GTA_KERNEL("))?;
-            let name = rest.split(',').next()?.trim();
-            (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-                .then(|| name.to_string())
-        })
-        .collect()
-}
+pub use super::kernel_names::kernel_names;
 
 /// The module (kernels/*.cu stem) that declares `kernel`.
 pub fn module_of(kernel: &str) -> Option<&'static str> {

@@ -120,3 +120,14 @@ impl Fixture {
         );
     }
 }
+
+/// Runs the `gtadapt` binary built with these tests; (exit status ok, stdout + stderr).
+pub fn gtadapt(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gtadapt"))
+        .args(args)
+        .output()
+        .expect("run gtadapt");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}

@@ -29,6 +29,11 @@ pub enum Error {
     /// message, not a separate `source`, so a printed error chain does not repeat it.)
     #[error("I/O error on {path}: {cause}")]
     Io { path: String, cause: std::io::Error },
+
+    /// A kernel launch, device allocation or copy failed (the error names the kernel or the
+    /// operation).
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

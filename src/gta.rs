@@ -18,6 +18,7 @@
 //! D is run as often, and in the same order, as in the authors' code (D(x_s'), D(g_s),
 //! D(g_t); D(g_s) for G; D(g_s), D(g_t) for F), so batch-norm running statistics match.
 
+use crate::backend::{Backend, Cpu};
 use crate::data::batch::to_d_range;
 use crate::error::{Error, Result};
 use crate::models::{
@@ -129,32 +130,33 @@ pub struct Losses {
 }
 
 /// The adversarial part of an experiment.
-#[derive(Clone, Debug)]
-pub enum Adversary {
+#[derive(Debug)]
+pub enum Adversary<B: Backend = Cpu> {
     None,
     /// exp1 / exp2: G and the two-headed D.
     Gd {
-        g: Generator,
-        d: Discriminator,
+        g: Generator<B>,
+        d: Discriminator<B>,
     },
     /// exp3: G4, D_src and D_tgt.
     Split {
-        g: Generator,
-        d_src: PatchDiscriminator,
-        d_tgt: PatchDiscriminator,
+        g: Generator<B>,
+        d_src: PatchDiscriminator<B>,
+        d_tgt: PatchDiscriminator<B>,
     },
 }
 
-/// Everything that changes during training (what a checkpoint holds).
-#[derive(Clone, Debug)]
-pub struct Trainer {
+/// Everything that changes during training (what a checkpoint holds), on backend `B`.
+/// Built on the CPU ([`Trainer::new`]) and moved with [`Trainer::to_backend`].
+#[derive(Debug)]
+pub struct Trainer<B: Backend = Cpu> {
     pub experiment: Experiment,
     pub hyper: Hyper,
-    pub f: Embedder,
-    pub c: Classifier,
-    pub adversary: Adversary,
+    pub f: Embedder<B>,
+    pub c: Classifier<B>,
+    pub adversary: Adversary<B>,
     /// Adam states per network, in the order of [`Trainer::networks`].
-    pub adam: Vec<Vec<AdamState>>,
+    pub adam: Vec<Vec<B::AdamState>>,
     /// Iterations done so far.
     pub iteration: u64,
     /// When set, the next adversarial step keeps its generated images in `generated`.
@@ -165,6 +167,8 @@ pub struct Trainer {
     pub record_grads: bool,
     /// (network index in [`Trainer::networks`] order, its parameter gradients), in update order.
     pub recorded_grads: Vec<(usize, Vec<Tensor>)>,
+    /// Where the state lives and the ops run.
+    pub backend: B,
 }
 
 fn adam_for(net: &Network) -> Vec<AdamState> {
@@ -225,13 +229,68 @@ impl Trainer {
             generated: None,
             record_grads: false,
             recorded_grads: Vec::new(),
+            backend: Cpu,
         };
         t.adam = t.networks().into_iter().map(adam_for).collect();
         t
     }
+}
+
+impl<B: Backend> Adversary<B> {
+    fn to_backend<B2: Backend>(&self, from: &B, to: &B2) -> Result<Adversary<B2>> {
+        Ok(match self {
+            Adversary::None => Adversary::None,
+            Adversary::Gd { g, d } => Adversary::Gd {
+                g: g.to_backend(from, to)?,
+                d: d.to_backend(from, to)?,
+            },
+            Adversary::Split { g, d_src, d_tgt } => Adversary::Split {
+                g: g.to_backend(from, to)?,
+                d_src: d_src.to_backend(from, to)?,
+                d_tgt: d_tgt.to_backend(from, to)?,
+            },
+        })
+    }
+}
+
+impl<B: Backend> Trainer<B> {
+    /// This trainer with its whole state (parameters, batch-norm buffers, Adam moments) on
+    /// backend `to`: e.g. CPU → GPU to train, GPU → CPU to checkpoint or inspect.
+    pub fn to_backend<B2: Backend>(&self, to: B2) -> Result<Trainer<B2>> {
+        let from = &self.backend;
+        let adam = self
+            .adam
+            .iter()
+            .map(|states| {
+                states
+                    .iter()
+                    .map(|s| to.adam_state(&from.download_adam_state(s)?))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Trainer {
+            experiment: self.experiment,
+            hyper: self.hyper,
+            f: self.f.to_backend(from, &to)?,
+            c: self.c.to_backend(from, &to)?,
+            adversary: self.adversary.to_backend(from, &to)?,
+            adam,
+            iteration: self.iteration,
+            capture: self.capture,
+            generated: self.generated.clone(),
+            record_grads: self.record_grads,
+            recorded_grads: self.recorded_grads.clone(),
+            backend: to,
+        })
+    }
+
+    /// A CPU copy of the whole state (for checkpoints and evaluation on the host).
+    pub fn to_cpu(&self) -> Result<Trainer> {
+        self.to_backend(Cpu)
+    }
 
     /// The networks in a fixed order: F, C, then G, D (exp1/2) or G, D_src, D_tgt (exp3).
-    pub fn networks(&self) -> Vec<&Network> {
+    pub fn networks(&self) -> Vec<&Network<B>> {
         let mut v = vec![&self.f.net, &self.c.net];
         match &self.adversary {
             Adversary::None => {}
@@ -241,7 +300,7 @@ impl Trainer {
         v
     }
 
-    pub fn networks_mut(&mut self) -> Vec<&mut Network> {
+    pub fn networks_mut(&mut self) -> Vec<&mut Network<B>> {
         let mut v = vec![&mut self.f.net, &mut self.c.net];
         match &mut self.adversary {
             Adversary::None => {}
@@ -268,12 +327,17 @@ impl Trainer {
     }
 
     /// Applies `grads` to network `index` (in [`Trainer::networks`] order) with `lr`.
-    fn update(&mut self, index: usize, grads: &[Tensor], lr: f64) -> Result<()> {
+    fn update(&mut self, index: usize, grads: &[B::Tensor], lr: f64) -> Result<()> {
         if self.record_grads {
-            self.recorded_grads.push((index, grads.to_vec()));
+            let host = grads
+                .iter()
+                .map(|g| self.backend.download(g))
+                .collect::<Result<_>>()?;
+            self.recorded_grads.push((index, host));
         }
         let cfg = self.adam_config(lr);
         let mut adam = std::mem::take(&mut self.adam[index]);
+        let backend = self.backend.clone();
         let result = {
             let mut nets = self.networks_mut();
             let net = &mut nets[index];
@@ -281,7 +345,7 @@ impl Trainer {
                 .iter_mut()
                 .zip(grads)
                 .zip(adam.iter_mut())
-                .try_for_each(|((p, g), s)| s.step(p.value.data_mut(), g.data(), &cfg))
+                .try_for_each(|((p, g), s)| backend.adam_step(&mut p.value, g, s, &cfg))
         };
         self.adam[index] = adam;
         result
@@ -307,6 +371,7 @@ impl Trainer {
                 format!("label {bad} ≥ {CLASSES}"),
             ));
         }
+        self.backend.begin_iteration()?;
         let losses = match self.experiment {
             Experiment::SourceOnly => self.step_source_only(batch)?,
             _ => self.step_adversarial(batch, noise)?,
@@ -316,10 +381,10 @@ impl Trainer {
     }
 
     fn step_source_only(&mut self, batch: &Batch) -> Result<Losses> {
-        let mut tape = Tape::new();
-        let fv = self.f.net.bind(&mut tape);
-        let cv = self.c.net.bind(&mut tape);
-        let x = tape.input(batch.x_s.clone());
+        let mut tape = Tape::on(self.backend.clone());
+        let fv = self.f.net.bind(&mut tape)?;
+        let cv = self.c.net.bind(&mut tape)?;
+        let x = tape.input(self.backend.upload(&batch.x_s)?);
         let e = self.f.forward(&mut tape, &fv, x, true)?;
         let logits = self.c.forward(&mut tape, &cv, e, true)?;
         let loss = tape.cross_entropy(logits, &batch.y_s)?;
@@ -328,7 +393,7 @@ impl Trainer {
         let lr = self.lr_decayed();
         self.update(1, &gc, lr)?;
         self.update(0, &gf, lr)?;
-        let l = tape.value(loss).item()?;
+        let l = self.backend.download(tape.value(loss))?.item()?;
         Ok(Losses {
             c: l,
             f: l,
@@ -340,16 +405,19 @@ impl Trainer {
         let n = batch.y_s.len();
         let hp = self.hyper;
         let lr = self.lr_decayed();
-        let mut tape = Tape::new();
-        let fv = self.f.net.bind(&mut tape);
-        let cv = self.c.net.bind(&mut tape);
-        let x_s = tape.input(batch.x_s.clone());
-        let x_t = tape.input(batch.x_t.clone());
-        let x_s_unit = tape.input(batch.x_s_unit.clone());
-        let oh_s = tape.input(one_hot(batch.y_s.iter().copied())?);
-        let oh_t = tape.input(one_hot(std::iter::repeat_n(CLASSES as u32, n))?);
-        let z_s = tape.input(noise.z_s.clone());
-        let z_t = tape.input(noise.z_t.clone());
+        let mut tape = Tape::on(self.backend.clone());
+        let fv = self.f.net.bind(&mut tape)?;
+        let cv = self.c.net.bind(&mut tape)?;
+        let x_s = tape.input(self.backend.upload(&batch.x_s)?);
+        let x_t = tape.input(self.backend.upload(&batch.x_t)?);
+        let x_s_unit = tape.input(self.backend.upload(&batch.x_s_unit)?);
+        let oh_s = tape.input(self.backend.upload(&one_hot(batch.y_s.iter().copied())?)?);
+        let oh_t = tape.input(
+            self.backend
+                .upload(&one_hot(std::iter::repeat_n(CLASSES as u32, n))?)?,
+        );
+        let z_s = tape.input(self.backend.upload(&noise.z_s)?);
+        let z_t = tape.input(self.backend.upload(&noise.z_t)?);
         let y = &batch.y_s;
         let real = || BceTarget::Constant(1.0);
         let fake = || BceTarget::Constant(0.0);
@@ -361,13 +429,14 @@ impl Trainer {
                 Adversary::Gd { g, .. } | Adversary::Split { g, .. } => g,
                 Adversary::None => unreachable!("adversarial step without an adversary"),
             };
-            let gv = g.net.bind(&mut tape);
+            let gv = g.net.bind(&mut tape)?;
             let g_s = g.forward(&mut tape, &gv, oh_s, e_s, z_s, true)?;
             let g_t = g.forward(&mut tape, &gv, oh_t, e_t, z_t, true)?;
             (gv, g_s, g_t)
         };
         if self.capture {
-            self.generated = Some((tape.value(g_s).clone(), tape.value(g_t).clone()));
+            let b = &self.backend;
+            self.generated = Some((b.download(tape.value(g_s))?, b.download(tape.value(g_t))?));
             self.capture = false;
         }
         let c_s = self.c.forward(&mut tape, &cv, e_s, true)?;
@@ -377,7 +446,7 @@ impl Trainer {
         let (loss_d, loss_g, loss_f_adv) = match &mut self.adversary {
             Adversary::None => unreachable!(),
             Adversary::Gd { d, .. } => {
-                let dv = d.net.bind(&mut tape);
+                let dv = d.net.bind(&mut tape)?;
                 let (s_real, c_real) = d.forward(&mut tape, &dv, x_s_unit, true)?;
                 let (s_fs, _) = d.forward(&mut tape, &dv, g_s, true)?;
                 let (s_ft, _) = d.forward(&mut tape, &dv, g_t, true)?;
@@ -408,9 +477,9 @@ impl Trainer {
                 (loss_d, loss_g, (src, tgt))
             }
             Adversary::Split { d_src, d_tgt, .. } => {
-                let sv = d_src.net.bind(&mut tape);
-                let tv = d_tgt.net.bind(&mut tape);
-                let x_t_unit = tape.input(batch.x_t_unit.clone());
+                let sv = d_src.net.bind(&mut tape)?;
+                let tv = d_tgt.net.bind(&mut tape)?;
+                let x_t_unit = tape.input(self.backend.upload(&batch.x_t_unit)?);
                 let fake_class = vec![CLASSES as u32; n];
                 let o_real = d_src.forward(&mut tape, &sv, x_s_unit, true)?;
                 let o_fake = d_src.forward(&mut tape, &sv, g_s, true)?;
@@ -457,23 +526,23 @@ impl Trainer {
         self.update(1, &gc, lr)?;
         self.update(0, &gf, lr)?;
         Ok(Losses {
-            d: tape.value(loss_d).item()?,
-            g: tape.value(loss_g).item()?,
-            c: tape.value(loss_c).item()?,
-            f: tape.value(loss_f).item()?,
+            d: self.backend.download(tape.value(loss_d))?.item()?,
+            g: self.backend.download(tape.value(loss_g))?.item()?,
+            c: self.backend.download(tape.value(loss_c))?.item()?,
+            f: self.backend.download(tape.value(loss_f))?.item()?,
         })
     }
 
     /// Updates network `index` and binds its new weights on `tape` (for the later steps).
     fn update_and_rebind(
         &mut self,
-        tape: &mut Tape,
+        tape: &mut Tape<B>,
         index: usize,
-        grads: &[Tensor],
+        grads: &[B::Tensor],
         lr: f64,
     ) -> Result<Vec<Var>> {
         self.update(index, grads, lr)?;
-        Ok(self.networks()[index].bind(tape))
+        self.networks()[index].bind(tape)
     }
 
     /// Number of correct argmax(C(F(x))) predictions over `x` [N,3,32,32], in chunks of `chunk`.
@@ -502,23 +571,25 @@ impl Trainer {
         Ok(correct)
     }
 
-    /// C(F(x)) in evaluation mode.
+    /// C(F(x)) in evaluation mode (on the host).
     pub fn logits(&mut self, x: Tensor) -> Result<Tensor> {
-        let mut tape = Tape::new();
+        self.backend.begin_iteration()?;
+        let mut tape = Tape::on(self.backend.clone());
+        let x = self.backend.upload(&x)?;
         let (f, c) = (&mut self.f, &mut self.c);
         let out = tape.no_grad(|t| -> Result<Var> {
-            let fv = f.net.bind(t);
-            let cv = c.net.bind(t);
+            let fv = f.net.bind(t)?;
+            let cv = c.net.bind(t)?;
             let xv = t.input(x);
             let e = f.forward(t, &fv, xv, false)?;
             c.forward(t, &cv, e, false)
         })?;
-        Ok(tape.value(out).clone())
+        self.backend.download(tape.value(out))
     }
 }
 
 /// Sum of scalar losses, in order.
-fn sum(tape: &mut Tape, terms: &[Var]) -> Result<Var> {
+fn sum<B: Backend>(tape: &mut Tape<B>, terms: &[Var]) -> Result<Var> {
     let mut acc = terms[0];
     for &t in &terms[1..] {
         acc = tape.add(acc, t)?;

@@ -18,6 +18,7 @@
 //! - [`data`]: datasets — memory-mapped IDX files, MNIST/SVHN fetch and import, the embedded
 //!   default pair (`embedded-mnist`, `embedded-mnistm`), batching.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -17,10 +17,31 @@
 //! use BCE-with-logits (the same function, numerically stable). Convolutions of G, G4, D_src
 //! and D_tgt have no biases (DCGAN convention); F, D and the linears have biases.
 
+use crate::backend::{Backend, Cpu, TensorValue};
 use crate::error::Result;
 use crate::nn::init::Init;
 use crate::nn::Network;
 use crate::tape::{Tape, Var};
+
+/// `$model<B2>` from `$model<B>`: the network's state moved to another backend, the other
+/// fields as they are.
+macro_rules! impl_to_backend {
+    ($model:ident { $($field:ident),* }) => {
+        impl<B: Backend> $model<B> {
+            pub fn to_backend<B2: Backend>(&self, from: &B, to: &B2) -> Result<$model<B2>> {
+                Ok($model {
+                    net: self.net.to_backend(from, to)?,
+                    $($field: self.$field,)*
+                })
+            }
+        }
+    };
+}
+impl_to_backend!(Embedder { dim });
+impl_to_backend!(Classifier {});
+impl_to_backend!(Generator { emb_dim, nz });
+impl_to_backend!(Discriminator {});
+impl_to_backend!(PatchDiscriminator { outputs });
 
 /// Number of digit classes; the generator's one-hot has one more slot (index 10 = "target").
 pub const CLASSES: usize = 10;
@@ -54,9 +75,9 @@ pub enum Backbone {
 }
 
 /// The embedder F: image [N,3,32,32] → embedding [N, dim].
-#[derive(Clone, Debug)]
-pub struct Embedder {
-    pub net: Network,
+#[derive(Debug)]
+pub struct Embedder<B: Backend = Cpu> {
+    pub net: Network<B>,
     pub dim: usize,
 }
 
@@ -90,10 +111,12 @@ impl Embedder {
         };
         Embedder { net, dim }
     }
+}
 
+impl<B: Backend> Embedder<B> {
     pub fn forward(
         &mut self,
-        tape: &mut Tape,
+        tape: &mut Tape<B>,
         vars: &[Var],
         x: Var,
         training: bool,
@@ -104,9 +127,9 @@ impl Embedder {
 }
 
 /// The classifier C: embedding → 10 logits.
-#[derive(Clone, Debug)]
-pub struct Classifier {
-    pub net: Network,
+#[derive(Debug)]
+pub struct Classifier<B: Backend = Cpu> {
+    pub net: Network<B>,
 }
 
 impl Classifier {
@@ -131,10 +154,12 @@ impl Classifier {
         }
         Classifier { net }
     }
+}
 
+impl<B: Backend> Classifier<B> {
     pub fn forward(
         &mut self,
-        tape: &mut Tape,
+        tape: &mut Tape<B>,
         vars: &[Var],
         e: Var,
         training: bool,
@@ -153,9 +178,9 @@ pub enum GeneratorArch {
 }
 
 /// The generator: [one-hot (11), embedding, noise] as a 1×1 map → 32×32×3 image in [−1, 1].
-#[derive(Clone, Debug)]
-pub struct Generator {
-    pub net: Network,
+#[derive(Debug)]
+pub struct Generator<B: Backend = Cpu> {
+    pub net: Network<B>,
     pub emb_dim: usize,
     pub nz: usize,
 }
@@ -203,11 +228,13 @@ impl Generator {
             nz: w.nz,
         }
     }
+}
 
+impl<B: Backend> Generator<B> {
     /// G([onehot, e, z]): `onehot` [N,11] and `z` [N,nz] are inputs, `e` [N,emb] carries grad.
     pub fn forward(
         &mut self,
-        tape: &mut Tape,
+        tape: &mut Tape<B>,
         vars: &[Var],
         onehot: Var,
         e: Var,
@@ -223,9 +250,9 @@ impl Generator {
 }
 
 /// exp1/exp2's discriminator: image → (real/fake logit [N,1], class logits [N,10]).
-#[derive(Clone, Debug)]
-pub struct Discriminator {
-    pub net: Network,
+#[derive(Debug)]
+pub struct Discriminator<B: Backend = Cpu> {
+    pub net: Network<B>,
 }
 
 impl Discriminator {
@@ -255,11 +282,13 @@ impl Discriminator {
             .linear(2 * ndf, 1, true);
         Discriminator { net }
     }
+}
 
+impl<B: Backend> Discriminator<B> {
     /// (real/fake logit [N,1], class logits [N,10]).
     pub fn forward(
         &mut self,
-        tape: &mut Tape,
+        tape: &mut Tape<B>,
         vars: &[Var],
         x: Var,
         training: bool,
@@ -273,9 +302,9 @@ impl Discriminator {
 }
 
 /// exp3's discriminators: image → K logits (D_src: 11 = 10 classes + fake; D_tgt: 1).
-#[derive(Clone, Debug)]
-pub struct PatchDiscriminator {
-    pub net: Network,
+#[derive(Debug)]
+pub struct PatchDiscriminator<B: Backend = Cpu> {
+    pub net: Network<B>,
     pub outputs: usize,
 }
 
@@ -295,11 +324,13 @@ impl PatchDiscriminator {
             .conv2d(4 * ndf, outputs, 4, 1, 0, false);
         PatchDiscriminator { net, outputs }
     }
+}
 
+impl<B: Backend> PatchDiscriminator<B> {
     /// Logits [N, K].
     pub fn forward(
         &mut self,
-        tape: &mut Tape,
+        tape: &mut Tape<B>,
         vars: &[Var],
         x: Var,
         training: bool,
@@ -371,15 +402,15 @@ mod tests {
             let mut c = Classifier::new(backbone, w, &init);
             let mut tape = Tape::new();
             let x = tape.input(crate::Tensor::zeros([2, 3, 32, 32]).unwrap());
-            let fv = f.net.bind(&mut tape);
+            let fv = f.net.bind(&mut tape).unwrap();
             let e = f.forward(&mut tape, &fv, x, true).unwrap();
             assert_eq!(tape.value(e).dims(), &[2, f.dim]);
-            let cv = c.net.bind(&mut tape);
+            let cv = c.net.bind(&mut tape).unwrap();
             let y = c.forward(&mut tape, &cv, e, true).unwrap();
             assert_eq!(tape.value(y).dims(), &[2, 10]);
             for arch in [GeneratorArch::G, GeneratorArch::G4] {
                 let mut g = Generator::new(arch, f.dim, w, &init);
-                let gv = g.net.bind(&mut tape);
+                let gv = g.net.bind(&mut tape).unwrap();
                 let oh = tape.input(crate::Tensor::zeros([2, 11]).unwrap());
                 let z = tape.input(crate::Tensor::zeros([2, 5]).unwrap());
                 let img = g.forward(&mut tape, &gv, oh, e, z, true).unwrap();
@@ -389,12 +420,12 @@ mod tests {
         let mut d = Discriminator::new(w, &init);
         let mut tape = Tape::new();
         let x = tape.input(crate::Tensor::zeros([2, 3, 32, 32]).unwrap());
-        let dv = d.net.bind(&mut tape);
+        let dv = d.net.bind(&mut tape).unwrap();
         let (s, c) = d.forward(&mut tape, &dv, x, true).unwrap();
         assert_eq!(tape.value(s).dims(), &[2, 1]);
         assert_eq!(tape.value(c).dims(), &[2, 10]);
         let mut ds = PatchDiscriminator::new("netDsrc", 11, w, &init);
-        let dsv = ds.net.bind(&mut tape);
+        let dsv = ds.net.bind(&mut tape).unwrap();
         let o = ds.forward(&mut tape, &dsv, x, true).unwrap();
         assert_eq!(tape.value(o).dims(), &[2, 11]);
     }

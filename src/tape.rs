@@ -18,8 +18,8 @@
 //!   so results are deterministic.
 //! - `no_grad` records values without backward routines (evaluation).
 
+use crate::backend::{Backend, Cpu, TensorValue};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A handle to a value on one tape.
@@ -29,8 +29,8 @@ pub struct Var {
     tape: u64,
 }
 
-/// The backward routine of one recorded op.
-pub trait BackwardOp {
+/// The backward routine of one recorded op, on backend `B`.
+pub trait BackwardOp<B: Backend = Cpu> {
     /// Name for error messages.
     fn name(&self) -> &'static str;
     /// Gradients of the loss with respect to each input for which `need[i]` is true (`None`
@@ -38,25 +38,28 @@ pub trait BackwardOp {
     /// respect to the output.
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        output: &B::Tensor,
+        grad_output: &B::Tensor,
         need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>>;
+    ) -> Result<Vec<Option<B::Tensor>>>;
 }
 
-struct Node {
-    value: Tensor,
+struct Node<B: Backend> {
+    value: B::Tensor,
     inputs: Vec<usize>,
     /// `None` for leaves and for ops recorded without gradient tracking.
-    backward: Option<Box<dyn BackwardOp>>,
+    backward: Option<Box<dyn BackwardOp<B>>>,
     requires_grad: bool,
 }
 
-pub struct Tape {
+/// A tape of ops on backend `B` (the CPU unless said otherwise).
+pub struct Tape<B: Backend = Cpu> {
     id: u64,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<B>>,
     grad_enabled: bool,
+    backend: B,
 }
 
 impl Default for Tape {
@@ -68,26 +71,40 @@ impl Default for Tape {
 static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Tape {
+    /// A tape on the CPU backend.
     pub fn new() -> Self {
+        Tape::on(Cpu)
+    }
+}
+
+impl<B: Backend> Tape<B> {
+    /// A tape whose ops run on `backend`.
+    pub fn on(backend: B) -> Self {
         Tape {
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
             nodes: Vec::new(),
             grad_enabled: true,
+            backend,
         }
     }
 
+    /// The backend the ops run on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// A leaf that gradients can be requested for (a parameter, or anything to differentiate).
-    pub fn param(&mut self, value: Tensor) -> Var {
+    pub fn param(&mut self, value: B::Tensor) -> Var {
         let requires_grad = self.grad_enabled;
         self.push(value, Vec::new(), None, requires_grad)
     }
 
     /// A constant leaf (data, labels, noise): never differentiated.
-    pub fn input(&mut self, value: Tensor) -> Var {
+    pub fn input(&mut self, value: B::Tensor) -> Var {
         self.push(value, Vec::new(), None, false)
     }
 
-    pub fn value(&self, v: Var) -> &Tensor {
+    pub fn value(&self, v: Var) -> &B::Tensor {
         self.check(v).expect("Var from another tape");
         &self.nodes[v.index].value
     }
@@ -107,7 +124,7 @@ impl Tape {
     }
 
     /// Run `f` with gradient tracking off: ops record values only (evaluation).
-    pub fn no_grad<R>(&mut self, f: impl FnOnce(&mut Tape) -> R) -> R {
+    pub fn no_grad<R>(&mut self, f: impl FnOnce(&mut Tape<B>) -> R) -> R {
         let saved = self.grad_enabled;
         self.grad_enabled = false;
         let r = f(self);
@@ -120,15 +137,15 @@ impl Tape {
     pub fn record(
         &mut self,
         inputs: &[Var],
-        output: Tensor,
-        backward: impl BackwardOp + 'static,
+        output: B::Tensor,
+        backward: impl BackwardOp<B> + 'static,
     ) -> Result<Var> {
         for &v in inputs {
             self.check(v)?;
         }
         let requires_grad =
             self.grad_enabled && inputs.iter().any(|v| self.nodes[v.index].requires_grad);
-        let backward: Option<Box<dyn BackwardOp>> = if requires_grad {
+        let backward: Option<Box<dyn BackwardOp<B>>> = if requires_grad {
             Some(Box::new(backward))
         } else {
             None
@@ -138,7 +155,7 @@ impl Tape {
     }
 
     /// Gradients of the scalar `loss` with respect to each of `wrt`, in order.
-    pub fn backward(&self, loss: Var, wrt: &[Var]) -> Result<Vec<Tensor>> {
+    pub fn backward(&self, loss: Var, wrt: &[Var]) -> Result<Vec<B::Tensor>> {
         self.check(loss)?;
         for &v in wrt {
             self.check(v)?;
@@ -167,10 +184,11 @@ impl Tape {
             }
         }
 
-        let mut grads: Vec<Option<Tensor>> = (0..=last).map(|_| None).collect();
-        let mut results: Vec<Option<Tensor>> = wrt.iter().map(|_| None).collect();
+        let b = &self.backend;
+        let mut grads: Vec<Option<B::Tensor>> = (0..=last).map(|_| None).collect();
+        let mut results: Vec<Option<B::Tensor>> = wrt.iter().map(|_| None).collect();
         if reach[last] {
-            grads[last] = Some(Tensor::full(loss_value.shape().clone(), 1.0)?);
+            grads[last] = Some(b.full(loss_value.shape(), 1.0)?);
         }
         for i in (0..=last).rev() {
             if !reach[i] {
@@ -183,9 +201,9 @@ impl Tape {
             if let Some(op) = &node.backward {
                 let need: Vec<bool> = node.inputs.iter().map(|&j| reach[j]).collect();
                 if need.iter().any(|&n| n) {
-                    let inputs: Vec<&Tensor> =
+                    let inputs: Vec<&B::Tensor> =
                         node.inputs.iter().map(|&j| &self.nodes[j].value).collect();
-                    let input_grads = op.backward(&inputs, &node.value, &grad, &need)?;
+                    let input_grads = op.backward(b, &inputs, &node.value, &grad, &need)?;
                     if input_grads.len() != node.inputs.len() {
                         return Err(Error::Autograd(format!(
                             "{}: backward returned {} gradients for {} inputs",
@@ -215,10 +233,10 @@ impl Tape {
                                 self.nodes[j].value.shape()
                             )));
                         }
-                        match &mut grads[j] {
-                            Some(acc) => acc.add_assign(&g)?,
-                            slot @ None => *slot = Some(g),
-                        }
+                        grads[j] = Some(match grads[j].take() {
+                            Some(acc) => b.add(&acc, &g)?,
+                            None => g,
+                        });
                     }
                 }
             }
@@ -235,16 +253,16 @@ impl Tape {
             .zip(results)
             .map(|(v, g)| match g {
                 Some(g) => Ok(g),
-                None => Tensor::zeros(self.nodes[v.index].value.shape().clone()),
+                None => b.full(self.nodes[v.index].value.shape(), 0.0),
             })
             .collect()
     }
 
     fn push(
         &mut self,
-        value: Tensor,
+        value: B::Tensor,
         inputs: Vec<usize>,
-        backward: Option<Box<dyn BackwardOp>>,
+        backward: Option<Box<dyn BackwardOp<B>>>,
         requires_grad: bool,
     ) -> Var {
         self.nodes.push(Node {
@@ -272,6 +290,7 @@ impl Tape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::Tensor;
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -291,6 +310,7 @@ mod tests {
         }
         fn backward(
             &self,
+            _backend: &crate::backend::Cpu,
             inputs: &[&Tensor],
             _output: &Tensor,
             grad_output: &Tensor,
@@ -357,6 +377,7 @@ mod tests {
             }
             fn backward(
                 &self,
+                _backend: &crate::backend::Cpu,
                 _i: &[&Tensor],
                 _o: &Tensor,
                 g: &Tensor,

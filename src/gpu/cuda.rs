@@ -514,6 +514,8 @@ impl Executor for CudaExecutor {
 pub struct CudaBuffer<T: DeviceRepr> {
     ptr: sys::CUdeviceptr,
     len: usize,
+    /// `Some` for a view of an arena chunk: the chunk frees the memory, not the view.
+    owner: super::KeepAlive,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     _t: std::marker::PhantomData<T>,
@@ -561,7 +563,7 @@ impl<T: DeviceRepr> Buffer<T> for CudaBuffer<T> {
 
 impl<T: DeviceRepr> Drop for CudaBuffer<T> {
     fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
+        if self.owner.is_none() && self.ctx.bind_to_thread().is_ok() {
             let _ = self.stream.synchronize();
             // SAFETY: allocated by cuMemAlloc in this context, freed once; the stream is idle.
             let _ = unsafe { drv::free_sync(self.ptr) };
@@ -581,6 +583,7 @@ impl Memory for CudaExecutor {
         let buf = CudaBuffer {
             ptr,
             len,
+            owner: None,
             ctx: self.ctx.clone(),
             stream: self.stream.clone(),
             _t: std::marker::PhantomData,
@@ -589,6 +592,22 @@ impl Memory for CudaExecutor {
         unsafe { drv::memset_d8_sync(ptr, 0, bytes) }
             .map_err(|e| driver_error(what, "cuMemsetD8", e))?;
         Ok(buf)
+    }
+    fn view<T: DeviceRepr>(
+        &self,
+        chunk: &Arc<CudaBuffer<u8>>,
+        byte_offset: usize,
+        len: usize,
+    ) -> Result<CudaBuffer<T>, GpuError> {
+        super::check_view::<T>(chunk.len, byte_offset, len)?;
+        Ok(CudaBuffer {
+            ptr: chunk.ptr + byte_offset as u64,
+            len,
+            owner: Some(chunk.clone()),
+            ctx: self.ctx.clone(),
+            stream: self.stream.clone(),
+            _t: std::marker::PhantomData,
+        })
     }
 }
 

@@ -23,6 +23,7 @@ pub mod sources;
 use std::alloc::Layout;
 use std::ffi::c_void;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 pub use emu::Emulator;
 
@@ -193,7 +194,41 @@ pub trait Memory: Executor {
     fn filled<T: DeviceRepr>(&self, len: usize, value: T) -> Result<Self::Buf<T>, GpuError> {
         self.upload(&vec![value; len])
     }
+    /// `len` elements of `chunk` from `byte_offset` on (a multiple of 256, the range inside
+    /// the chunk) as a buffer of their own that keeps `chunk` alive and never frees it: how
+    /// the per-iteration arena hands out memory without a driver allocation.
+    fn view<T: DeviceRepr>(
+        &self,
+        chunk: &Arc<Self::Buf<u8>>,
+        byte_offset: usize,
+        len: usize,
+    ) -> Result<Self::Buf<T>, GpuError>;
 }
+
+/// Checks a [`Memory::view`] request against its chunk.
+pub(crate) fn check_view<T: DeviceRepr>(
+    chunk_bytes: usize,
+    byte_offset: usize,
+    len: usize,
+) -> Result<(), GpuError> {
+    let end = len
+        .checked_mul(std::mem::size_of::<T>())
+        .and_then(|b| b.checked_add(byte_offset));
+    if byte_offset % DEVICE_ALIGN != 0 || end.is_none_or(|e| e > chunk_bytes) {
+        return Err(GpuError::InvalidLaunch {
+            kernel: "arena".into(),
+            reason: format!(
+                "view of {len} × {} bytes at offset {byte_offset} does not fit a {chunk_bytes}-byte \
+                 chunk (or is misaligned)",
+                std::mem::size_of::<T>()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// What keeps a view's memory alive: the chunk it was cut from.
+pub type KeepAlive = Option<Arc<dyn std::any::Any + Send + Sync>>;
 
 impl<T: DeviceRepr> Buffer<T> for DeviceBuffer<T> {
     fn len(&self) -> usize {
@@ -215,6 +250,21 @@ impl Memory for Emulator {
     type Buf<T: DeviceRepr> = DeviceBuffer<T>;
     fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>, GpuError> {
         Ok(DeviceBuffer::zeroed(len))
+    }
+    fn view<T: DeviceRepr>(
+        &self,
+        chunk: &Arc<DeviceBuffer<u8>>,
+        byte_offset: usize,
+        len: usize,
+    ) -> Result<DeviceBuffer<T>, GpuError> {
+        check_view::<T>(chunk.len(), byte_offset, len)?;
+        // SAFETY: the range lies inside the chunk (checked), which the view keeps alive.
+        let raw = unsafe { chunk.ptr.as_ptr().add(byte_offset) };
+        Ok(DeviceBuffer {
+            ptr: NonNull::new(raw.cast::<T>()).expect("inside a non-null allocation"),
+            len,
+            owner: Some(chunk.clone()),
+        })
     }
 }
 
@@ -245,6 +295,8 @@ unsafe impl DeviceRepr for i64 {}
 pub struct DeviceBuffer<T: DeviceRepr> {
     ptr: NonNull<T>,
     len: usize,
+    /// `Some` for a view of an arena chunk: the chunk is freed by its own drop, not ours.
+    owner: KeepAlive,
 }
 
 const DEVICE_ALIGN: usize = 256;
@@ -263,7 +315,11 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
         let ptr =
             NonNull::new(raw.cast::<T>()).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        DeviceBuffer { ptr, len }
+        DeviceBuffer {
+            ptr,
+            len,
+            owner: None,
+        }
     }
 
     /// A copy of `data`.
@@ -324,8 +380,10 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
 
 impl<T: DeviceRepr> Drop for DeviceBuffer<T> {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with this same layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::layout(self.len)) };
+        if self.owner.is_none() {
+            // SAFETY: allocated in `zeroed` with this same layout, freed once.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::layout(self.len)) };
+        }
     }
 }
 
@@ -341,3 +399,6 @@ impl<T: DeviceRepr + std::fmt::Debug> std::fmt::Debug for DeviceBuffer<T> {
 // SAFETY: the buffer exclusively owns its allocation of plain data; moving it to another
 // thread moves that ownership.
 unsafe impl<T: DeviceRepr> Send for DeviceBuffer<T> {}
+// SAFETY: a shared reference only reads (to_vec) or hands out the address; writes need
+// `&mut`, and kernels are launched synchronously by the thread that holds the buffer.
+unsafe impl<T: DeviceRepr> Sync for DeviceBuffer<T> {}

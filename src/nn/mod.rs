@@ -11,6 +11,7 @@
 
 pub mod init;
 
+use crate::backend::{Backend, Cpu, TensorValue};
 use crate::error::{Error, Result};
 use crate::ops::activation::Activation;
 use crate::ops::batchnorm::{BatchNormParams, RunningStats};
@@ -21,16 +22,16 @@ use init::Init;
 
 /// A trainable tensor and its `state_dict` key within its network.
 #[derive(Clone, Debug)]
-pub struct Param {
+pub struct Param<T = Tensor> {
     pub name: String,
-    pub value: Tensor,
+    pub value: T,
 }
 
 /// The buffers of one BatchNorm2d module (`<prefix>.running_mean` etc.).
 #[derive(Clone, Debug)]
-pub struct BatchNormBuffers {
+pub struct BatchNormBuffers<S = RunningStats> {
     pub prefix: String,
-    pub stats: RunningStats,
+    pub stats: S,
     /// PyTorch's `num_batches_tracked`: train-mode forward calls so far.
     pub num_batches_tracked: i64,
 }
@@ -68,14 +69,26 @@ pub struct Sequential {
     pub layers: Vec<Layer>,
 }
 
-/// A network: parameters, batch-norm buffers and the sequentials that use them.
-#[derive(Clone, Debug)]
-pub struct Network {
+/// A network on backend `B`: parameters, batch-norm buffers and the sequentials that use them.
+/// Networks are built (and initialized) on the CPU, then moved with [`Network::to_backend`].
+#[derive(Debug)]
+pub struct Network<B: Backend = Cpu> {
     /// Checkpoint prefix, e.g. `netF`.
     pub name: String,
-    pub params: Vec<Param>,
-    pub batch_norms: Vec<BatchNormBuffers>,
+    pub params: Vec<Param<B::Tensor>>,
+    pub batch_norms: Vec<BatchNormBuffers<B::RunningStats>>,
     pub seqs: Vec<Sequential>,
+}
+
+impl Clone for Network {
+    fn clone(&self) -> Self {
+        Network {
+            name: self.name.clone(),
+            params: self.params.clone(),
+            batch_norms: self.batch_norms.clone(),
+            seqs: self.seqs.clone(),
+        }
+    }
 }
 
 impl Network {
@@ -102,19 +115,6 @@ impl Network {
         }
     }
 
-    /// Index of the sequential named `name`.
-    pub fn seq(&self, name: &str) -> Result<usize> {
-        self.seqs
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| Error::invalid("network", format!("{} has no `{name}`", self.name)))
-    }
-
-    /// Number of trainable values.
-    pub fn num_params(&self) -> usize {
-        self.params.iter().map(|p| p.value.numel()).sum()
-    }
-
     /// Number of buffer values (running mean and variance; `num_batches_tracked` counts 1).
     pub fn num_buffers(&self) -> usize {
         self.batch_norms
@@ -123,11 +123,95 @@ impl Network {
             .sum()
     }
 
-    /// Puts every parameter on `tape` as a differentiable leaf, in parameter order.
-    pub fn bind(&self, tape: &mut Tape) -> Vec<Var> {
+    /// Every tensor of the `state_dict`, named `<network>.<key>`: parameters, then for each
+    /// batch norm its running mean and variance. (`num_batches_tracked` is integer-valued and
+    /// handled by the checkpoint code through [`Network::batch_norms`].)
+    pub fn named_tensors(&self) -> Vec<(String, &[f32], Vec<usize>)> {
+        let mut out: Vec<(String, &[f32], Vec<usize>)> = self
+            .params
+            .iter()
+            .map(|p| {
+                (
+                    format!("{}.{}", self.name, p.name),
+                    p.value.data(),
+                    p.value.dims().to_vec(),
+                )
+            })
+            .collect();
+        for b in &self.batch_norms {
+            let c = b.stats.mean.len();
+            out.push((
+                format!("{}.{}.running_mean", self.name, b.prefix),
+                &b.stats.mean,
+                vec![c],
+            ));
+            out.push((
+                format!("{}.{}.running_var", self.name, b.prefix),
+                &b.stats.var,
+                vec![c],
+            ));
+        }
+        out
+    }
+}
+
+impl<B: Backend> Network<B> {
+    /// This network with its state (parameters, batch-norm buffers) copied from `from`'s
+    /// memory to `to`'s: e.g. CPU → GPU before training, GPU → CPU for a checkpoint.
+    pub fn to_backend<B2: Backend>(&self, from: &B, to: &B2) -> Result<Network<B2>> {
+        let params = self
+            .params
+            .iter()
+            .map(|p| {
+                let host = from.download(&p.value)?;
+                Ok(Param {
+                    name: p.name.clone(),
+                    value: to.upload_persistent(&host)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let batch_norms = self
+            .batch_norms
+            .iter()
+            .map(|b| {
+                let host = from.download_running_stats(&b.stats)?;
+                Ok(BatchNormBuffers {
+                    prefix: b.prefix.clone(),
+                    stats: to.running_stats(&host)?,
+                    num_batches_tracked: b.num_batches_tracked,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Network {
+            name: self.name.clone(),
+            params,
+            batch_norms,
+            seqs: self.seqs.clone(),
+        })
+    }
+
+    /// Number of trainable values.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(|p| p.value.numel()).sum()
+    }
+
+    /// Index of the sequential named `name`.
+    pub fn seq(&self, name: &str) -> Result<usize> {
+        self.seqs
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| Error::invalid("network", format!("{} has no `{name}`", self.name)))
+    }
+
+    /// Puts every parameter on `tape` as a differentiable leaf, in parameter order (a
+    /// snapshot: later updates of the parameters do not change what the tape saw).
+    pub fn bind(&self, tape: &mut Tape<B>) -> Result<Vec<Var>> {
         self.params
             .iter()
-            .map(|p| tape.param(p.value.clone()))
+            .map(|p| {
+                let v = tape.backend().snapshot(&p.value)?;
+                Ok(tape.param(v))
+            })
             .collect()
     }
 
@@ -135,7 +219,7 @@ impl Network {
     /// Batch norm uses batch statistics (and updates the running ones) when `training`.
     pub fn run(
         &mut self,
-        tape: &mut Tape,
+        tape: &mut Tape<B>,
         vars: &[Var],
         seq: usize,
         x: Var,
@@ -188,37 +272,6 @@ impl Network {
             };
         }
         Ok(h)
-    }
-
-    /// Every tensor of the `state_dict`, named `<network>.<key>`: parameters, then for each
-    /// batch norm its running mean and variance. (`num_batches_tracked` is integer-valued and
-    /// handled by the checkpoint code through [`Network::batch_norms`].)
-    pub fn named_tensors(&self) -> Vec<(String, &[f32], Vec<usize>)> {
-        let mut out: Vec<(String, &[f32], Vec<usize>)> = self
-            .params
-            .iter()
-            .map(|p| {
-                (
-                    format!("{}.{}", self.name, p.name),
-                    p.value.data(),
-                    p.value.dims().to_vec(),
-                )
-            })
-            .collect();
-        for b in &self.batch_norms {
-            let c = b.stats.mean.len();
-            out.push((
-                format!("{}.{}.running_mean", self.name, b.prefix),
-                &b.stats.mean,
-                vec![c],
-            ));
-            out.push((
-                format!("{}.{}.running_var", self.name, b.prefix),
-                &b.stats.var,
-                vec![c],
-            ));
-        }
-        out
     }
 }
 

@@ -5,10 +5,10 @@
 //! only for strictly positive inputs (the gradient at 0 is 0 for ReLU, `slope` for LeakyReLU);
 //! tanh and sigmoid differentiate through their output (1 − y², y·(1 − y)).
 
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::float::Float;
 use crate::tape::{BackwardOp, Tape, Var};
-use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
@@ -87,29 +87,27 @@ pub fn sigmoid<T: Float>(x: T) -> T {
 
 struct ActivationBackward(Activation);
 
-impl BackwardOp for ActivationBackward {
+impl<B: Backend> BackwardOp<B> for ActivationBackward {
     fn name(&self) -> &'static str {
         self.0.name()
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        output: &B::Tensor,
+        grad_output: &B::Tensor,
         _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let dx = self
-            .0
-            .backward(inputs[0].data(), output.data(), grad_output.data());
-        Ok(vec![Some(Tensor::new(inputs[0].shape().clone(), dx)?)])
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        let dx = backend.activation_backward(self.0, inputs[0], output, grad_output)?;
+        Ok(vec![Some(dx)])
     }
 }
 
-impl Tape {
+impl<B: Backend> Tape<B> {
     /// y = act(x), any shape.
     pub fn activation(&mut self, x: Var, act: Activation) -> Result<Var> {
-        let xv = self.value(x);
-        let y = Tensor::new(xv.shape().clone(), act.forward(xv.data()))?;
+        let y = self.backend().activation(self.value(x), act)?;
         self.record(&[x], y, ActivationBackward(act))
     }
     pub fn relu(&mut self, x: Var) -> Result<Var> {

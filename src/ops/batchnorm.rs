@@ -21,12 +21,12 @@
 //! E[x²] − E[x]², which cancels catastrophically when |mean| ≫ std. The reductions run in a
 //! fixed order, so results are deterministic. Elementwise work stays in `T`.
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::ops::LayerGrads;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
-use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Hyper-parameters of a BatchNorm2d layer.
@@ -427,83 +427,31 @@ pub fn batch_norm2d_backward_eval<T: Float>(
     Ok(LayerGrads { dx, dw, db })
 }
 
-/// The three gradients as tensors shaped like the inputs (x, weight, bias).
-fn grads_to_tensors(g: LayerGrads<f32>, inputs: &[&Tensor]) -> Result<Vec<Option<Tensor>>> {
-    [g.dx, g.dw, g.db]
-        .into_iter()
-        .zip(inputs)
-        .map(|(d, t)| d.map(|d| Tensor::new(t.shape().clone(), d)).transpose())
-        .collect()
+/// Backward of a recorded batch norm: the backend's saved statistics (batch or running).
+struct BatchNormBackward<S> {
+    saved: S,
 }
 
-fn need3(need: &[bool]) -> [bool; 3] {
-    std::array::from_fn(|i| need.get(i).copied().unwrap_or(false))
-}
-
-/// Backward of the training-mode tape op; keeps the batch statistics of the forward.
-struct BatchNormTrainBackward {
-    x_dims: [usize; 4],
-    stats: BatchStats<f32>,
-}
-
-impl BackwardOp for BatchNormTrainBackward {
+impl<B: Backend> BackwardOp<B> for BatchNormBackward<B::BnSaved> {
     fn name(&self) -> &'static str {
-        "batch_norm2d (train)"
+        "batch_norm2d"
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let g = batch_norm2d_backward_train(
-            inputs[0].data(),
-            self.x_dims,
-            inputs[1].data(),
-            &self.stats,
-            grad_output.data(),
-            need3(need),
-        )?;
-        grads_to_tensors(g, inputs)
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        let need = std::array::from_fn(|i| need.get(i).copied().unwrap_or(false));
+        let g =
+            backend.batch_norm_backward(inputs[0], inputs[1], &self.saved, grad_output, need)?;
+        Ok(g.into())
     }
 }
 
-/// Backward of the evaluation-mode tape op; keeps a copy of the running statistics used by
-/// the forward (the buffers may change before backward runs).
-struct BatchNormEvalBackward {
-    x_dims: [usize; 4],
-    running_mean: Vec<f32>,
-    running_var: Vec<f32>,
-    eps: f32,
-}
-
-impl BackwardOp for BatchNormEvalBackward {
-    fn name(&self) -> &'static str {
-        "batch_norm2d (eval)"
-    }
-    fn backward(
-        &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
-        need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let g = batch_norm2d_backward_eval(
-            inputs[0].data(),
-            self.x_dims,
-            inputs[1].data(),
-            &self.running_mean,
-            &self.running_var,
-            self.eps,
-            grad_output.data(),
-            need3(need),
-        )?;
-        grads_to_tensors(g, inputs)
-    }
-}
-
-impl Tape {
+impl<B: Backend> Tape<B> {
     /// BatchNorm2d on an NCHW `x` with per-channel `weight` and `bias` (C elements each).
     ///
     /// training=true: batch statistics (and `running` is updated, as PyTorch does in train
@@ -514,69 +462,34 @@ impl Tape {
         x: Var,
         weight: Var,
         bias: Var,
-        running: &mut RunningStats,
+        running: &mut B::RunningStats,
         training: bool,
         p: BatchNormParams,
     ) -> Result<Var> {
-        const OP: &str = "batch_norm2d";
         if !(p.eps.is_finite() && p.eps >= 0.0) {
             return Err(Error::invalid(
-                OP,
+                "batch_norm2d",
                 format!("eps must be finite and ≥ 0, got {}", p.eps),
             ));
         }
-        let xv = self.value(x);
-        let x_dims = xv.dims4(OP)?;
-        let shape = xv.shape().clone();
-        let c = x_dims[1];
-        if running.mean.len() != c || running.var.len() != c {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "x has {c} channels, running stats have mean {} and var {}",
-                    running.mean.len(),
-                    running.var.len()
-                ),
-            ));
-        }
-        let (w, b) = (self.value(weight).data(), self.value(bias).data());
-        if training {
-            let (y, stats) = batch_norm2d_forward_train(xv.data(), x_dims, w, b, p.eps)?;
-            // forward_train succeeded, so the per-channel count is ≥ 2 and fits usize.
-            let count = x_dims[0] * x_dims[2] * x_dims[3];
-            running.update(&stats, count, p.momentum)?;
-            let y = Tensor::new(shape, y)?;
-            self.record(
-                &[x, weight, bias],
-                y,
-                BatchNormTrainBackward { x_dims, stats },
-            )
-        } else {
-            let y = batch_norm2d_forward_eval(
-                xv.data(),
-                x_dims,
-                w,
-                b,
-                &running.mean,
-                &running.var,
-                p.eps,
-            )?;
-            let y = Tensor::new(shape, y)?;
-            let op = BatchNormEvalBackward {
-                x_dims,
-                running_mean: running.mean.clone(),
-                running_var: running.var.clone(),
-                eps: p.eps,
-            };
-            self.record(&[x, weight, bias], y, op)
-        }
+        let (y, saved) = self.backend().batch_norm(
+            self.value(x),
+            self.value(weight),
+            self.value(bias),
+            running,
+            training,
+            p,
+        )?;
+        self.record(&[x, weight, bias], y, BatchNormBackward { saved })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Cpu;
     use crate::ops::testing::{gradcheck, weighted_sum, Rng};
+    use crate::tensor::Tensor;
 
     const DIMS: [usize; 4] = [3, 5, 4, 7];
     const EPS: f64 = 1e-5;
@@ -860,13 +773,12 @@ mod tests {
         let (y, stats) =
             batch_norm2d_forward_train(x.data(), [2, 1, 1, 2], w.data(), b.data(), 1e-5).unwrap();
         let y = Tensor::new([2, 1, 1, 2], y).unwrap();
-        let op = BatchNormTrainBackward {
-            x_dims: [2, 1, 1, 2],
-            stats,
+        let op = BatchNormBackward {
+            saved: crate::backend::cpu::CpuBnSaved::Batch(stats),
         };
         let gy = Tensor::full([2, 1, 1, 2], 1.0).unwrap();
         let g = op
-            .backward(&[&x, &w, &b], &y, &gy, &[false, true, false])
+            .backward(&Cpu, &[&x, &w, &b], &y, &gy, &[false, true, false])
             .unwrap();
         assert!(g[0].is_none() && g[1].is_some() && g[2].is_none());
     }

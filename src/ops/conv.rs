@@ -19,11 +19,11 @@
 //! | `col_to_im`: `col2im(Wᵀ · col)`       | backward-data | forward          |
 //! | `weight_grad`: `Σ col · im2col(im)ᵀ`  | dW (im = x)   | dW (im = gy)     |
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::ops::LayerGrads;
 use crate::tape::{BackwardOp, Tape, Var};
-use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Stride and zero-padding of a convolution, the same along both spatial axes.
@@ -691,7 +691,7 @@ struct ConvBackward {
     transposed: bool,
 }
 
-impl BackwardOp for ConvBackward {
+impl<B: Backend> BackwardOp<B> for ConvBackward {
     fn name(&self) -> &'static str {
         if self.transposed {
             "conv_transpose2d"
@@ -702,15 +702,16 @@ impl BackwardOp for ConvBackward {
 
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let op = self.name();
-        let (x, w, b) = match inputs {
-            [x, w] => (*x, *w, None),
-            [x, w, b] => (*x, *w, Some(*b)),
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        let op = BackwardOp::<B>::name(self);
+        let (x, w, has_bias) = match inputs {
+            [x, w] => (*x, *w, false),
+            [x, w, _] => (*x, *w, true),
             _ => {
                 return Err(Error::Autograd(format!(
                     "{op}: expected 2 or 3 inputs, got {}",
@@ -719,33 +720,24 @@ impl BackwardOp for ConvBackward {
             }
         };
         let flag = |i: usize| need.get(i).copied().unwrap_or(false);
-        let backward = if self.transposed {
-            conv_transpose2d_backward::<f32>
-        } else {
-            conv2d_backward::<f32>
-        };
-        let grads = backward(
-            x.data(),
-            x.dims4(op)?,
-            w.data(),
-            w.dims4(op)?,
-            b.is_some(),
-            grad_output.data(),
+        let [dx, dw, db] = backend.conv_backward(
+            x,
+            w,
+            has_bias,
+            grad_output,
             self.p,
-            [flag(0), flag(1), b.is_some() && flag(2)],
+            self.transposed,
+            [flag(0), flag(1), has_bias && flag(2)],
         )?;
-        let wrap = |g: Option<Vec<f32>>, like: &Tensor| {
-            g.map(|g| Tensor::new(like.shape().clone(), g)).transpose()
-        };
-        let mut out = vec![wrap(grads.dx, x)?, wrap(grads.dw, w)?];
-        if let Some(b) = b {
-            out.push(wrap(grads.db, b)?);
+        let mut out = vec![dx, dw];
+        if has_bias {
+            out.push(db);
         }
         Ok(out)
     }
 }
 
-impl Tape {
+impl<B: Backend> Tape<B> {
     /// y = conv2d(x, w) + b: x `[N,Cin,H,W]`, w `[Cout,Cin,kh,kw]`, b `[Cout]`.
     pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Result<Var> {
         self.conv_layer(x, w, b, p, false)
@@ -770,27 +762,15 @@ impl Tape {
         p: Conv2dParams,
         transposed: bool,
     ) -> Result<Var> {
-        let node = ConvBackward { p, transposed };
-        let op = node.name();
-        let (xv, wv) = (self.value(x), self.value(w));
-        let bias = match b.map(|b| self.value(b)) {
-            Some(bv) if bv.shape().rank() != 1 => {
-                return Err(Error::shape(
-                    op,
-                    format!("bias must be rank 1 [Cout], got {}", bv.shape()),
-                ))
-            }
-            bv => bv.map(Tensor::data),
-        };
-        let forward = if transposed {
-            conv_transpose2d_forward::<f32>
-        } else {
-            conv2d_forward::<f32>
-        };
-        let (y, y_dims) = forward(xv.data(), xv.dims4(op)?, wv.data(), wv.dims4(op)?, bias, p)?;
-        let y = Tensor::new(y_dims, y)?;
+        let y = self.backend().conv(
+            self.value(x),
+            self.value(w),
+            b.map(|b| self.value(b)),
+            p,
+            transposed,
+        )?;
         let inputs: Vec<Var> = [x, w].into_iter().chain(b).collect();
-        self.record(&inputs, y, node)
+        self.record(&inputs, y, ConvBackward { p, transposed })
     }
 }
 
@@ -798,6 +778,7 @@ impl Tape {
 mod tests {
     use super::*;
     use crate::ops::testing::{gradcheck, weighted_sum, Rng};
+    use crate::tensor::Tensor;
 
     fn cp(stride: usize, padding: usize) -> Conv2dParams {
         Conv2dParams { stride, padding }
@@ -1340,15 +1321,29 @@ mod tests {
         };
         let some = |g: &[Option<Tensor>]| g.iter().map(Option::is_some).collect::<Vec<_>>();
         let g = op
-            .backward(&[&x, &w, &b], &gy, &gy, &[false, true, false])
+            .backward(
+                &crate::backend::Cpu,
+                &[&x, &w, &b],
+                &gy,
+                &gy,
+                &[false, true, false],
+            )
             .unwrap();
         assert_eq!(some(&g), [false, true, false]);
         let g = op
-            .backward(&[&x, &w, &b], &gy, &gy, &[true, false, true])
+            .backward(
+                &crate::backend::Cpu,
+                &[&x, &w, &b],
+                &gy,
+                &gy,
+                &[true, false, true],
+            )
             .unwrap();
         assert_eq!(some(&g), [true, false, true]);
         assert_eq!(g[2].as_ref().unwrap().data(), &[32.0; 5]);
-        let g = op.backward(&[&x, &w], &gy, &gy, &[true, false]).unwrap();
+        let g = op
+            .backward(&crate::backend::Cpu, &[&x, &w], &gy, &gy, &[true, false])
+            .unwrap();
         assert_eq!(some(&g), [true, false]);
     }
 

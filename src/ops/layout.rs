@@ -7,11 +7,11 @@
 //! concatenation); its backward splits the gradient the same way. Reshape and flatten keep
 //! the data as is: their backward only restores the input's shape.
 
+use crate::backend::{Backend, TensorValue};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
-use crate::tensor::Tensor;
 
 /// `prod(dims)` or a shape error when it overflows.
 fn numel(op: &'static str, dims: &[usize]) -> Result<usize> {
@@ -135,55 +135,52 @@ struct ConcatBackward {
     channels: Vec<usize>,
 }
 
-impl BackwardOp for ConcatBackward {
+impl<B: Backend> BackwardOp<B> for ConcatBackward {
     fn name(&self) -> &'static str {
         "concat_dim1"
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        _inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let parts = split_dim1(grad_output.data(), grad_output.dims(), &self.channels)?;
-        parts
-            .into_iter()
-            .zip(inputs)
-            .zip(need)
-            .map(|((g, x), &n)| n.then(|| Tensor::new(x.shape().clone(), g)).transpose())
-            .collect()
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        backend.split_dim1(grad_output, &self.channels, need)
     }
 }
 
 /// Backward of reshape and flatten: the same data under the input's shape.
 struct ReshapeBackward(&'static str);
 
-impl BackwardOp for ReshapeBackward {
+impl<B: Backend> BackwardOp<B> for ReshapeBackward {
     fn name(&self) -> &'static str {
         self.0
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
+    ) -> Result<Vec<Option<B::Tensor>>> {
         Ok(vec![Some(
-            grad_output.clone().reshaped(inputs[0].shape().clone())?,
+            backend.reshape(grad_output, inputs[0].shape().clone())?,
         )])
     }
 }
 
-impl Tape {
+impl<B: Backend> Tape<B> {
     /// Concatenate along dim 1 (see [`concat_dim1`]).
     pub fn concat_dim1(&mut self, parts: &[Var]) -> Result<Var> {
-        let values: Vec<&Tensor> = parts.iter().map(|&v| self.value(v)).collect();
-        let views: Vec<(&[f32], &[usize])> = values.iter().map(|t| (t.data(), t.dims())).collect();
-        let (data, dims) = concat_dim1(&views)?;
-        let channels = values.iter().map(|t| t.dims()[1]).collect();
-        let y = Tensor::new(Shape(dims), data)?;
+        let values: Vec<&B::Tensor> = parts.iter().map(|&v| self.value(v)).collect();
+        let channels = values
+            .iter()
+            .map(|t| t.dims().get(1).copied().unwrap_or(0))
+            .collect();
+        let y = self.backend().concat_dim1(&values)?;
         self.record(parts, y, ConcatBackward { channels })
     }
 
@@ -202,7 +199,7 @@ impl Tape {
                 ),
             ));
         }
-        let y = xv.clone().reshaped(shape)?;
+        let y = self.backend().reshape(xv, Shape::new(shape))?;
         self.record(&[x], y, ReshapeBackward("reshape"))
     }
 
@@ -216,8 +213,8 @@ impl Tape {
                 format!("expected [N, ...] of rank ≥ 2, got {}", xv.shape()),
             ));
         }
-        let shape = [dims[0], numel("flatten", &dims[1..])?];
-        let y = xv.clone().reshaped(shape)?;
+        let shape = Shape::new(&[dims[0], numel("flatten", &dims[1..])?]);
+        let y = self.backend().reshape(xv, shape)?;
         self.record(&[x], y, ReshapeBackward("flatten"))
     }
 }
@@ -226,6 +223,7 @@ impl Tape {
 mod tests {
     use super::*;
     use crate::ops::testing::{gradcheck, Rng};
+    use crate::tensor::Tensor;
 
     /// (batch, rest) layouts: rank 4 and rank 2; channels 1, 3, 5 (odd).
     const LAYOUTS: [(usize, &[usize]); 2] = [(2, &[3, 5]), (3, &[])];

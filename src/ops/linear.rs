@@ -9,12 +9,12 @@
 //!
 //! db is the column sum of gy, summed over the batch in row order (deterministic).
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::ops::LayerGrads;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
-use crate::tensor::Tensor;
 
 /// Element count of a rank-2 shape, or `TooLarge` when it overflows.
 fn numel(dims: [usize; 2]) -> Result<usize> {
@@ -153,63 +153,43 @@ pub fn linear_backward<T: Float>(
 
 /// Backward of the tape op (inputs x, w and, when present, b).
 struct LinearBackward {
-    x_dims: [usize; 2],
-    w_dims: [usize; 2],
     has_bias: bool,
 }
 
-impl BackwardOp for LinearBackward {
+impl<B: Backend> BackwardOp<B> for LinearBackward {
     fn name(&self) -> &'static str {
         "linear"
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
+    ) -> Result<Vec<Option<B::Tensor>>> {
         let need3 = std::array::from_fn(|i| need.get(i).copied().unwrap_or(false));
-        let g = linear_backward(
-            inputs[0].data(),
-            self.x_dims,
-            inputs[1].data(),
-            self.w_dims,
-            self.has_bias,
-            grad_output.data(),
-            need3,
-        )?;
-        let mut grads = vec![g.dx, g.dw];
+        let [dx, dw, db] =
+            backend.linear_backward(inputs[0], inputs[1], self.has_bias, grad_output, need3)?;
+        let mut grads = vec![dx, dw];
         if self.has_bias {
-            grads.push(g.db);
+            grads.push(db);
         }
-        grads
-            .into_iter()
-            .zip(inputs)
-            .map(|(d, t)| d.map(|d| Tensor::new(t.shape().clone(), d)).transpose())
-            .collect()
+        Ok(grads)
     }
 }
 
-impl Tape {
+impl<B: Backend> Tape<B> {
     /// y = x·Wᵀ + b with x [N, in], w [out, in], optional b with `out` elements.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Result<Var> {
-        const OP: &str = "linear";
-        let (xv, wv) = (self.value(x), self.value(w));
-        let x_dims = xv.dims2(OP)?;
-        let w_dims = wv.dims2(OP)?;
-        let bias = b.map(|b| self.value(b).data());
-        let y = linear_forward(xv.data(), x_dims, wv.data(), w_dims, bias)?;
-        let y = Tensor::new([x_dims[0], w_dims[0]], y)?;
+        let y = self
+            .backend()
+            .linear(self.value(x), self.value(w), b.map(|b| self.value(b)))?;
         let op = LinearBackward {
-            x_dims,
-            w_dims,
             has_bias: b.is_some(),
         };
-        match b {
-            Some(b) => self.record(&[x, w, b], y, op),
-            None => self.record(&[x, w], y, op),
-        }
+        let inputs: Vec<Var> = [x, w].into_iter().chain(b).collect();
+        self.record(&inputs, y, op)
     }
 }
 
@@ -217,6 +197,7 @@ impl Tape {
 mod tests {
     use super::*;
     use crate::ops::testing::{gradcheck, weighted_sum, Rng};
+    use crate::tensor::Tensor;
 
     fn f32v(v: &[f64]) -> Vec<f32> {
         v.iter().map(|&a| a as f32).collect()
@@ -303,11 +284,7 @@ mod tests {
         }
         let g = linear_backward(&x, XD, &w, WD, false, &gy, [true; 3]).unwrap();
         assert!(g.db.is_none(), "no bias, no db");
-        let op = LinearBackward {
-            x_dims: XD,
-            w_dims: WD,
-            has_bias: true,
-        };
+        let op = LinearBackward { has_bias: true };
         let (xt, wt) = (
             Tensor::new(XD, f32v(&x)).unwrap(),
             Tensor::new(WD, f32v(&w)).unwrap(),
@@ -315,7 +292,13 @@ mod tests {
         let bt = Tensor::zeros([5]).unwrap();
         let gyt = Tensor::new([3, 5], f32v(&gy)).unwrap();
         let r = op
-            .backward(&[&xt, &wt, &bt], &gyt, &gyt, &[false, true, false])
+            .backward(
+                &crate::backend::Cpu,
+                &[&xt, &wt, &bt],
+                &gyt,
+                &gyt,
+                &[false, true, false],
+            )
             .unwrap();
         assert!(r[0].is_none() && r[1].is_some() && r[2].is_none());
     }

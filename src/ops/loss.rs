@@ -16,6 +16,7 @@
 //! loss is the final one) and returns the gradient with respect to the logits. Targets and
 //! labels are constants: no gradient flows to them.
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::ops::activation::sigmoid;
@@ -209,7 +210,7 @@ pub fn count_correct(logits: &[f32], dims: [usize; 2], labels: &[u32]) -> Result
 }
 
 /// The upstream gradient of a scalar output.
-fn scalar_grad(op: &'static str, grad_output: &Tensor) -> Result<f32> {
+pub(crate) fn scalar_grad(op: &'static str, grad_output: &Tensor) -> Result<f32> {
     grad_output.item().map_err(|_| {
         Error::shape(
             op,
@@ -218,26 +219,24 @@ fn scalar_grad(op: &'static str, grad_output: &Tensor) -> Result<f32> {
     })
 }
 
-struct CrossEntropyBackward {
-    labels: Vec<u32>,
+struct CrossEntropyBackward<L> {
+    labels: L,
 }
 
-impl BackwardOp for CrossEntropyBackward {
+impl<B: Backend> BackwardOp<B> for CrossEntropyBackward<B::Labels> {
     fn name(&self) -> &'static str {
         "cross_entropy"
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let g = scalar_grad("cross_entropy", grad_output)?;
-        let x = inputs[0];
-        let dims = x.dims2("cross_entropy")?;
-        let dx = cross_entropy_backward(x.data(), dims, &self.labels, g)?;
-        Ok(vec![Some(Tensor::new(x.shape().clone(), dx)?)])
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        let dx = backend.cross_entropy_backward(inputs[0], &self.labels, grad_output)?;
+        Ok(vec![Some(dx)])
     }
 }
 
@@ -245,21 +244,20 @@ struct BceBackward {
     target: BceTarget<f32>,
 }
 
-impl BackwardOp for BceBackward {
+impl<B: Backend> BackwardOp<B> for BceBackward {
     fn name(&self) -> &'static str {
         "bce_with_logits"
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let g = scalar_grad("bce_with_logits", grad_output)?;
-        let x = inputs[0];
-        let dx = bce_with_logits_backward(x.data(), &self.target, g)?;
-        Ok(vec![Some(Tensor::new(x.shape().clone(), dx)?)])
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        let dx = backend.bce_with_logits_backward(inputs[0], &self.target, grad_output)?;
+        Ok(vec![Some(dx)])
     }
 }
 
@@ -275,17 +273,18 @@ pub(crate) fn scale_values<T: Float>(a: &[T], c: T) -> Vec<T> {
 
 struct AddBackward;
 
-impl BackwardOp for AddBackward {
+impl<B: Backend> BackwardOp<B> for AddBackward {
     fn name(&self) -> &'static str {
         "add"
     }
     fn backward(
         &self,
-        _inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        _backend: &B,
+        _inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
+    ) -> Result<Vec<Option<B::Tensor>>> {
         // d(a + b)/da = d(a + b)/db = identity.
         Ok(need
             .iter()
@@ -296,61 +295,56 @@ impl BackwardOp for AddBackward {
 
 struct ScaleBackward(f32);
 
-impl BackwardOp for ScaleBackward {
+impl<B: Backend> BackwardOp<B> for ScaleBackward {
     fn name(&self) -> &'static str {
         "scale"
     }
     fn backward(
         &self,
-        _inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        _inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
-        let dx = scale_values(grad_output.data(), self.0);
-        Ok(vec![Some(Tensor::new(grad_output.shape().clone(), dx)?)])
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        Ok(vec![Some(backend.scale(grad_output, self.0)?)])
     }
 }
 
-impl Tape {
+impl<B: Backend> Tape<B> {
     /// Mean softmax cross-entropy. `logits` must be rank 2 [N, K]; returns a scalar Var
-    /// (shape [1]).
+    /// (shape [1]). `labels` come from [`Backend::upload_labels`].
+    pub fn cross_entropy_with(&mut self, logits: Var, labels: &B::Labels) -> Result<Var> {
+        let loss = self.backend().cross_entropy(self.value(logits), labels)?;
+        let op = CrossEntropyBackward {
+            labels: labels.clone(),
+        };
+        self.record(&[logits], loss, op)
+    }
+
+    /// [`Tape::cross_entropy_with`] for host labels (uploaded here).
     pub fn cross_entropy(&mut self, logits: Var, labels: &[u32]) -> Result<Var> {
-        let x = self.value(logits);
-        let dims = x.dims2("cross_entropy")?;
-        let loss = cross_entropy_forward(x.data(), dims, labels)?;
-        self.record(
-            &[logits],
-            Tensor::scalar(loss),
-            CrossEntropyBackward {
-                labels: labels.to_vec(),
-            },
-        )
+        let labels = self.backend().upload_labels(labels)?;
+        self.cross_entropy_with(logits, &labels)
     }
 
     /// Mean BCE-with-logits over all elements, any shape; returns a scalar Var (shape [1]).
     pub fn bce_with_logits(&mut self, logits: Var, target: BceTarget<f32>) -> Result<Var> {
-        let loss = bce_with_logits_forward(self.value(logits).data(), &target)?;
-        self.record(&[logits], Tensor::scalar(loss), BceBackward { target })
+        let loss = self
+            .backend()
+            .bce_with_logits(self.value(logits), &target)?;
+        self.record(&[logits], loss, BceBackward { target })
     }
 
     /// a + b, elementwise; the shapes must be equal (typically two scalar losses).
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
-        let (av, bv) = (self.value(a), self.value(b));
-        if av.shape() != bv.shape() {
-            return Err(Error::shape(
-                "add",
-                format!("{} vs {}", av.shape(), bv.shape()),
-            ));
-        }
-        let y = Tensor::new(av.shape().clone(), add_values(av.data(), bv.data()))?;
+        let y = self.backend().add(self.value(a), self.value(b))?;
         self.record(&[a, b], y, AddBackward)
     }
 
     /// c·a, elementwise (a loss weight).
     pub fn scale(&mut self, a: Var, c: f32) -> Result<Var> {
-        let av = self.value(a);
-        let y = Tensor::new(av.shape().clone(), scale_values(av.data(), c))?;
+        let y = self.backend().scale(self.value(a), c)?;
         self.record(&[a], y, ScaleBackward(c))
     }
 }

@@ -13,11 +13,11 @@
 //!   PyTorch's CPU kernel (`val > max || isnan(val)`), so a window with NaNs yields NaN and
 //!   points at its last NaN.
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
-use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Element count of `dims`, or `TooLarge` when it overflows.
@@ -159,47 +159,36 @@ pub fn max_pool2d_backward<T: Float>(
 }
 
 /// Backward of the tape op; keeps the argmax of the forward.
-struct MaxPoolBackward {
-    x_dims: [usize; 4],
-    y_dims: [usize; 4],
-    argmax: Vec<u32>,
+struct MaxPoolBackward<I> {
+    kernel: usize,
+    argmax: I,
 }
 
-impl BackwardOp for MaxPoolBackward {
+impl<B: Backend> BackwardOp<B> for MaxPoolBackward<B::PoolIndices> {
     fn name(&self) -> &'static str {
         "max_pool2d"
     }
     fn backward(
         &self,
-        inputs: &[&Tensor],
-        _output: &Tensor,
-        grad_output: &Tensor,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        _output: &B::Tensor,
+        grad_output: &B::Tensor,
         need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>> {
+    ) -> Result<Vec<Option<B::Tensor>>> {
         if !need.first().copied().unwrap_or(false) {
             return Ok(vec![None]);
         }
-        let dx = max_pool2d_backward(grad_output.data(), self.y_dims, &self.argmax, self.x_dims)?;
-        Ok(vec![Some(Tensor::new(inputs[0].shape().clone(), dx)?)])
+        let dx = backend.max_pool_backward(inputs[0], grad_output, self.kernel, &self.argmax)?;
+        Ok(vec![Some(dx)])
     }
 }
 
-impl Tape {
+impl<B: Backend> Tape<B> {
     /// `MaxPool2d(kernel)` (stride = kernel, no padding, floor mode) on an NCHW `x`.
     pub fn max_pool2d(&mut self, x: Var, kernel: usize) -> Result<Var> {
-        let xv = self.value(x);
-        let x_dims = xv.dims4("max_pool2d")?;
-        let (y, y_dims, argmax) = max_pool2d_forward(xv.data(), x_dims, kernel)?;
-        let y = Tensor::new(y_dims, y)?;
-        self.record(
-            &[x],
-            y,
-            MaxPoolBackward {
-                x_dims,
-                y_dims,
-                argmax,
-            },
-        )
+        let (y, argmax) = self.backend().max_pool(self.value(x), kernel)?;
+        self.record(&[x], y, MaxPoolBackward { kernel, argmax })
     }
 }
 
@@ -207,6 +196,7 @@ impl Tape {
 mod tests {
     use super::*;
     use crate::ops::testing::{gradcheck, weighted_sum, Rng};
+    use crate::tensor::Tensor;
 
     fn check(dims: [usize; 4], kernel: usize, seed: u64) {
         let mut rng = Rng::new(seed);
@@ -419,14 +409,17 @@ mod tests {
     #[test]
     fn backward_op_respects_need() {
         let op = MaxPoolBackward {
-            x_dims: [1, 1, 2, 2],
-            y_dims: [1, 1, 1, 1],
+            kernel: 2,
             argmax: vec![0],
         };
         let x = Tensor::zeros([1, 1, 2, 2]).unwrap();
         let y = Tensor::zeros([1, 1, 1, 1]).unwrap();
-        assert!(op.backward(&[&x], &y, &y, &[false]).unwrap()[0].is_none());
+        assert!(op
+            .backward(&crate::backend::Cpu, &[&x], &y, &y, &[false])
+            .unwrap()[0]
+            .is_none());
         let g = op.backward(
+            &crate::backend::Cpu,
             &[&x],
             &y,
             &Tensor::full([1, 1, 1, 1], 2.0).unwrap(),

@@ -16,6 +16,7 @@ impl BackwardOp for WeightedSum {
     }
     fn backward(
         &self,
+        _backend: &crate::backend::Cpu,
         inputs: &[&Tensor],
         _output: &Tensor,
         grad_output: &Tensor,

@@ -1,0 +1,380 @@
+//! The CPU backend: host tensors and the reference ops of [`crate::ops`] (the oracle every
+//! kernel is compared with).
+
+use super::{Backend, Grads3};
+use crate::error::{Error, Result};
+use crate::ops::activation::Activation;
+use crate::ops::adam::{AdamConfig, AdamState};
+use crate::ops::batchnorm::{
+    batch_norm2d_backward_eval, batch_norm2d_backward_train, batch_norm2d_forward_eval,
+    batch_norm2d_forward_train, BatchNormParams, BatchStats, RunningStats,
+};
+use crate::ops::conv::{
+    conv2d_backward, conv2d_forward, conv_transpose2d_backward, conv_transpose2d_forward,
+    Conv2dParams,
+};
+use crate::ops::layout::{concat_dim1, split_dim1};
+use crate::ops::linear::{linear_backward, linear_forward};
+use crate::ops::loss::{
+    add_values, bce_with_logits_backward, bce_with_logits_forward, cross_entropy_backward,
+    cross_entropy_forward, scalar_grad, scale_values, BceTarget,
+};
+use crate::ops::pool::{max_pool2d_backward, max_pool2d_forward};
+use crate::ops::LayerGrads;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// The CPU backend (stateless).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+/// What a CPU batch norm keeps for backward.
+#[derive(Clone, Debug)]
+pub enum CpuBnSaved {
+    /// Training mode: the batch statistics.
+    Batch(BatchStats<f32>),
+    /// Evaluation mode: the running statistics as they were at the forward.
+    Running {
+        mean: Vec<f32>,
+        var: Vec<f32>,
+        eps: f32,
+    },
+}
+
+/// The gradient tensors of a layer, shaped like the inputs they belong to.
+fn layer_grads(g: LayerGrads<f32>, like: [Option<&Tensor>; 3]) -> Result<Grads3<Tensor>> {
+    let wrap = |d: Option<Vec<f32>>, t: Option<&Tensor>| -> Result<Option<Tensor>> {
+        match (d, t) {
+            (Some(d), Some(t)) => Ok(Some(Tensor::new(t.shape().clone(), d)?)),
+            _ => Ok(None),
+        }
+    };
+    Ok([
+        wrap(g.dx, like[0])?,
+        wrap(g.dw, like[1])?,
+        wrap(g.db, like[2])?,
+    ])
+}
+
+impl Backend for Cpu {
+    type Tensor = Tensor;
+    type Labels = Vec<u32>;
+    type PoolIndices = Vec<u32>;
+    type BnSaved = CpuBnSaved;
+    type RunningStats = RunningStats;
+    type AdamState = AdamState;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+    fn download(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+    fn upload_labels(&self, labels: &[u32]) -> Result<Vec<u32>> {
+        Ok(labels.to_vec())
+    }
+    fn snapshot(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+    fn running_stats(&self, s: &RunningStats) -> Result<RunningStats> {
+        Ok(s.clone())
+    }
+    fn download_running_stats(&self, s: &RunningStats) -> Result<RunningStats> {
+        Ok(s.clone())
+    }
+    fn adam_state(&self, s: &AdamState) -> Result<AdamState> {
+        Ok(s.clone())
+    }
+    fn download_adam_state(&self, s: &AdamState) -> Result<AdamState> {
+        Ok(s.clone())
+    }
+
+    fn full(&self, shape: &Shape, value: f32) -> Result<Tensor> {
+        Tensor::full(shape.clone(), value)
+    }
+    fn reshape(&self, x: &Tensor, shape: Shape) -> Result<Tensor> {
+        x.clone().reshaped(shape)
+    }
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if a.shape() != b.shape() {
+            return Err(Error::shape(
+                "add",
+                format!("{} vs {}", a.shape(), b.shape()),
+            ));
+        }
+        Tensor::new(a.shape().clone(), add_values(a.data(), b.data()))
+    }
+    fn scale(&self, a: &Tensor, c: f32) -> Result<Tensor> {
+        Tensor::new(a.shape().clone(), scale_values(a.data(), c))
+    }
+    fn activation(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        Tensor::new(x.shape().clone(), act.forward(x.data()))
+    }
+    fn activation_backward(
+        &self,
+        act: Activation,
+        x: &Tensor,
+        y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<Tensor> {
+        Tensor::new(
+            x.shape().clone(),
+            act.backward(x.data(), y.data(), gy.data()),
+        )
+    }
+    fn concat_dim1(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        let views: Vec<(&[f32], &[usize])> = parts.iter().map(|t| (t.data(), t.dims())).collect();
+        let (data, dims) = concat_dim1(&views)?;
+        Tensor::new(Shape(dims), data)
+    }
+    fn split_dim1(
+        &self,
+        g: &Tensor,
+        channels: &[usize],
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let parts = split_dim1(g.data(), g.dims(), channels)?;
+        parts
+            .into_iter()
+            .zip(channels)
+            .zip(need)
+            .map(|((data, &c), &n)| {
+                let mut dims = g.dims().to_vec();
+                dims[1] = c;
+                n.then(|| Tensor::new(Shape(dims), data)).transpose()
+            })
+            .collect()
+    }
+
+    fn conv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        p: Conv2dParams,
+        transposed: bool,
+    ) -> Result<Tensor> {
+        let op = if transposed {
+            "conv_transpose2d"
+        } else {
+            "conv2d"
+        };
+        if let Some(b) = b {
+            if b.shape().rank() != 1 {
+                return Err(Error::shape(
+                    op,
+                    format!("bias must be rank 1 [Cout], got {}", b.shape()),
+                ));
+            }
+        }
+        let forward = if transposed {
+            conv_transpose2d_forward::<f32>
+        } else {
+            conv2d_forward::<f32>
+        };
+        let (y, y_dims) = forward(
+            x.data(),
+            x.dims4(op)?,
+            w.data(),
+            w.dims4(op)?,
+            b.map(Tensor::data),
+            p,
+        )?;
+        Tensor::new(y_dims, y)
+    }
+    fn conv_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        has_bias: bool,
+        gy: &Tensor,
+        p: Conv2dParams,
+        transposed: bool,
+        need: [bool; 3],
+    ) -> Result<Grads3<Tensor>> {
+        let op = "conv backward";
+        let backward = if transposed {
+            conv_transpose2d_backward::<f32>
+        } else {
+            conv2d_backward::<f32>
+        };
+        let g = backward(
+            x.data(),
+            x.dims4(op)?,
+            w.data(),
+            w.dims4(op)?,
+            has_bias,
+            gy.data(),
+            p,
+            [need[0], need[1], has_bias && need[2]],
+        )?;
+        let b_like = has_bias
+            .then(|| Tensor::zeros([gy.dims()[1]]))
+            .transpose()?;
+        layer_grads(g, [Some(x), Some(w), b_like.as_ref()])
+    }
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        const OP: &str = "linear";
+        let (x_dims, w_dims) = (x.dims2(OP)?, w.dims2(OP)?);
+        let y = linear_forward(x.data(), x_dims, w.data(), w_dims, b.map(Tensor::data))?;
+        Tensor::new([x_dims[0], w_dims[0]], y)
+    }
+    fn linear_backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        has_bias: bool,
+        gy: &Tensor,
+        need: [bool; 3],
+    ) -> Result<Grads3<Tensor>> {
+        const OP: &str = "linear backward";
+        let (x_dims, w_dims) = (x.dims2(OP)?, w.dims2(OP)?);
+        let g = linear_backward(
+            x.data(),
+            x_dims,
+            w.data(),
+            w_dims,
+            has_bias,
+            gy.data(),
+            need,
+        )?;
+        let b_like = has_bias.then(|| Tensor::zeros([w_dims[0]])).transpose()?;
+        layer_grads(g, [Some(x), Some(w), b_like.as_ref()])
+    }
+    fn max_pool(&self, x: &Tensor, kernel: usize) -> Result<(Tensor, Vec<u32>)> {
+        let (y, y_dims, argmax) = max_pool2d_forward(x.data(), x.dims4("max_pool2d")?, kernel)?;
+        Ok((Tensor::new(y_dims, y)?, argmax))
+    }
+    fn max_pool_backward(
+        &self,
+        x: &Tensor,
+        gy: &Tensor,
+        _kernel: usize,
+        argmax: &Vec<u32>,
+    ) -> Result<Tensor> {
+        const OP: &str = "max_pool2d backward";
+        let dx = max_pool2d_backward(gy.data(), gy.dims4(OP)?, argmax, x.dims4(OP)?)?;
+        Tensor::new(x.shape().clone(), dx)
+    }
+    fn batch_norm(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        running: &mut RunningStats,
+        training: bool,
+        p: BatchNormParams,
+    ) -> Result<(Tensor, CpuBnSaved)> {
+        const OP: &str = "batch_norm2d";
+        let x_dims = x.dims4(OP)?;
+        let c = x_dims[1];
+        if running.mean.len() != c || running.var.len() != c {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "x has {c} channels, running stats have mean {} and var {}",
+                    running.mean.len(),
+                    running.var.len()
+                ),
+            ));
+        }
+        let (w, b) = (weight.data(), bias.data());
+        if training {
+            let (y, stats) = batch_norm2d_forward_train(x.data(), x_dims, w, b, p.eps)?;
+            // forward_train succeeded, so the per-channel count is ≥ 2 and fits usize.
+            let count = x_dims[0] * x_dims[2] * x_dims[3];
+            running.update(&stats, count, p.momentum)?;
+            Ok((Tensor::new(x.shape().clone(), y)?, CpuBnSaved::Batch(stats)))
+        } else {
+            let (mean, var) = (running.mean.clone(), running.var.clone());
+            let y = batch_norm2d_forward_eval(x.data(), x_dims, w, b, &mean, &var, p.eps)?;
+            let saved = CpuBnSaved::Running {
+                mean,
+                var,
+                eps: p.eps,
+            };
+            Ok((Tensor::new(x.shape().clone(), y)?, saved))
+        }
+    }
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        saved: &CpuBnSaved,
+        gy: &Tensor,
+        need: [bool; 3],
+    ) -> Result<Grads3<Tensor>> {
+        let x_dims = x.dims4("batch_norm2d backward")?;
+        let g = match saved {
+            CpuBnSaved::Batch(stats) => batch_norm2d_backward_train(
+                x.data(),
+                x_dims,
+                weight.data(),
+                stats,
+                gy.data(),
+                need,
+            )?,
+            CpuBnSaved::Running { mean, var, eps } => batch_norm2d_backward_eval(
+                x.data(),
+                x_dims,
+                weight.data(),
+                mean,
+                var,
+                *eps,
+                gy.data(),
+                need,
+            )?,
+        };
+        layer_grads(g, [Some(x), Some(weight), Some(weight)])
+    }
+
+    fn cross_entropy(&self, logits: &Tensor, labels: &Vec<u32>) -> Result<Tensor> {
+        let dims = logits.dims2("cross_entropy")?;
+        Ok(Tensor::scalar(cross_entropy_forward(
+            logits.data(),
+            dims,
+            labels,
+        )?))
+    }
+    fn cross_entropy_backward(
+        &self,
+        logits: &Tensor,
+        labels: &Vec<u32>,
+        g: &Tensor,
+    ) -> Result<Tensor> {
+        const OP: &str = "cross_entropy";
+        let dims = logits.dims2(OP)?;
+        let dx = cross_entropy_backward(logits.data(), dims, labels, scalar_grad(OP, g)?)?;
+        Tensor::new(logits.shape().clone(), dx)
+    }
+    fn bce_with_logits(&self, logits: &Tensor, target: &BceTarget<f32>) -> Result<Tensor> {
+        Ok(Tensor::scalar(bce_with_logits_forward(
+            logits.data(),
+            target,
+        )?))
+    }
+    fn bce_with_logits_backward(
+        &self,
+        logits: &Tensor,
+        target: &BceTarget<f32>,
+        g: &Tensor,
+    ) -> Result<Tensor> {
+        let g = scalar_grad("bce_with_logits", g)?;
+        let dx = bce_with_logits_backward(logits.data(), target, g)?;
+        Tensor::new(logits.shape().clone(), dx)
+    }
+
+    fn adam_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        state: &mut AdamState,
+        cfg: &AdamConfig,
+    ) -> Result<()> {
+        state.step(param.data_mut(), grad.data(), cfg)
+    }
+}

@@ -1,0 +1,208 @@
+//! Backends: where tensors live and who computes the ops.
+//!
+//! The tape ([`crate::tape`]), the layers ([`crate::nn`]), the networks and the GTA iteration
+//! ([`crate::gta`]) are written once, over the [`Backend`] trait. Two implementations:
+//! - [`Cpu`]: host tensors and the reference ops of [`crate::ops`] (the oracle).
+//! - [`gpu::Gpu`]: device tensors and the kernels of kernels/*.cu, over either executor — the
+//!   CUDA executor on a real GPU, or the SIMT emulator that runs the same kernels on the CPU.
+//!   So the very op code a GPU runs is tested on every machine.
+//!
+//! A backend op takes and returns the backend's tensors and validates shapes itself (typed
+//! errors, never a panic); the tape records what it needs for backward. Saved state that
+//! differs per backend (batch-norm statistics, pool indices, labels, optimizer moments) is an
+//! associated type.
+
+pub mod cpu;
+pub mod gpu;
+
+pub use cpu::Cpu;
+
+use crate::error::Result;
+use crate::ops::activation::Activation;
+use crate::ops::adam::{AdamConfig, AdamState};
+use crate::ops::batchnorm::{BatchNormParams, RunningStats};
+use crate::ops::conv::Conv2dParams;
+use crate::ops::loss::BceTarget;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// What every backend tensor offers: its shape.
+pub trait TensorValue: Clone + std::fmt::Debug + 'static {
+    fn shape(&self) -> &Shape;
+    fn dims(&self) -> &[usize] {
+        self.shape().dims()
+    }
+    fn numel(&self) -> usize {
+        self.shape().numel()
+    }
+}
+
+impl TensorValue for Tensor {
+    fn shape(&self) -> &Shape {
+        Tensor::shape(self)
+    }
+}
+
+/// Gradients of a layer with up to three inputs (x, weight, bias); `None` where not needed.
+pub type Grads3<T> = [Option<T>; 3];
+
+/// A place to keep tensors and run the ops of the GTA networks.
+pub trait Backend: Clone + 'static {
+    type Tensor: TensorValue;
+    /// Class labels (u32) as the loss kernels read them.
+    type Labels: Clone + std::fmt::Debug + 'static;
+    /// What a max pool keeps for backward (the argmax of each window).
+    type PoolIndices: 'static;
+    /// What a batch norm keeps for backward (batch or running statistics).
+    type BnSaved: 'static;
+    /// A batch norm's running mean and variance.
+    type RunningStats: std::fmt::Debug;
+    /// Adam's moments and step count for one parameter tensor.
+    type AdamState: std::fmt::Debug;
+
+    /// "cpu", "emulator" or "cuda".
+    fn name(&self) -> &'static str;
+
+    /// Called at the start of every iteration: per-iteration memory may be reused from here
+    /// on, so no tensor of an earlier iteration may be used after it.
+    fn begin_iteration(&self) -> Result<()> {
+        Ok(())
+    }
+
+    // ---- transfers ----
+    fn upload(&self, t: &Tensor) -> Result<Self::Tensor>;
+    fn download(&self, t: &Self::Tensor) -> Result<Tensor>;
+    fn upload_labels(&self, labels: &[u32]) -> Result<Self::Labels>;
+    /// A persistent copy (parameters): survives [`Backend::begin_iteration`].
+    fn upload_persistent(&self, t: &Tensor) -> Result<Self::Tensor> {
+        self.upload(t)
+    }
+    /// A per-iteration copy of a persistent tensor (binding a parameter on a tape).
+    fn snapshot(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
+    fn running_stats(&self, s: &RunningStats) -> Result<Self::RunningStats>;
+    fn download_running_stats(&self, s: &Self::RunningStats) -> Result<RunningStats>;
+    fn adam_state(&self, s: &AdamState) -> Result<Self::AdamState>;
+    fn download_adam_state(&self, s: &Self::AdamState) -> Result<AdamState>;
+
+    // ---- elementwise and layout ----
+    fn full(&self, shape: &Shape, value: f32) -> Result<Self::Tensor>;
+    /// Same data, new shape (the element count is checked by the caller).
+    fn reshape(&self, x: &Self::Tensor, shape: Shape) -> Result<Self::Tensor>;
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    fn scale(&self, a: &Self::Tensor, c: f32) -> Result<Self::Tensor>;
+    fn activation(&self, x: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+    /// `gx = act'(x, y)·gy` (`y` the forward output).
+    fn activation_backward(
+        &self,
+        act: Activation,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+        gy: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    fn concat_dim1(&self, parts: &[&Self::Tensor]) -> Result<Self::Tensor>;
+    /// The parts of `g` along dim 1 with `channels` each; only those with `need` are made.
+    fn split_dim1(
+        &self,
+        g: &Self::Tensor,
+        channels: &[usize],
+        need: &[bool],
+    ) -> Result<Vec<Option<Self::Tensor>>>;
+
+    // ---- layers ----
+    /// conv2d (w `[Cout,Cin,k,k]`) or, with `transposed`, conv_transpose2d (w `[Cin,Cout,k,k]`).
+    fn conv(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        p: Conv2dParams,
+        transposed: bool,
+    ) -> Result<Self::Tensor>;
+    #[allow(clippy::too_many_arguments)]
+    fn conv_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        has_bias: bool,
+        gy: &Self::Tensor,
+        p: Conv2dParams,
+        transposed: bool,
+        need: [bool; 3],
+    ) -> Result<Grads3<Self::Tensor>>;
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
+    fn linear_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        has_bias: bool,
+        gy: &Self::Tensor,
+        need: [bool; 3],
+    ) -> Result<Grads3<Self::Tensor>>;
+    fn max_pool(
+        &self,
+        x: &Self::Tensor,
+        kernel: usize,
+    ) -> Result<(Self::Tensor, Self::PoolIndices)>;
+    fn max_pool_backward(
+        &self,
+        x: &Self::Tensor,
+        gy: &Self::Tensor,
+        kernel: usize,
+        indices: &Self::PoolIndices,
+    ) -> Result<Self::Tensor>;
+    /// Batch norm with batch statistics (`training`, running statistics updated) or with the
+    /// running ones. On error the running statistics are unchanged.
+    fn batch_norm(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Tensor,
+        bias: &Self::Tensor,
+        running: &mut Self::RunningStats,
+        training: bool,
+        p: BatchNormParams,
+    ) -> Result<(Self::Tensor, Self::BnSaved)>;
+    fn batch_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Tensor,
+        saved: &Self::BnSaved,
+        gy: &Self::Tensor,
+        need: [bool; 3],
+    ) -> Result<Grads3<Self::Tensor>>;
+
+    // ---- losses (scalar outputs of shape [1]) ----
+    fn cross_entropy(&self, logits: &Self::Tensor, labels: &Self::Labels) -> Result<Self::Tensor>;
+    /// `g` is the loss gradient (shape [1]).
+    fn cross_entropy_backward(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Labels,
+        g: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    fn bce_with_logits(
+        &self,
+        logits: &Self::Tensor,
+        target: &BceTarget<f32>,
+    ) -> Result<Self::Tensor>;
+    fn bce_with_logits_backward(
+        &self,
+        logits: &Self::Tensor,
+        target: &BceTarget<f32>,
+        g: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+
+    // ---- optimizer ----
+    /// One Adam step on `param` in place (the step count is in `state`).
+    fn adam_step(
+        &self,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        state: &mut Self::AdamState,
+        cfg: &AdamConfig,
+    ) -> Result<()>;
+}

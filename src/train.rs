@@ -15,6 +15,8 @@
 //! holds weights, buffers, Adam state and the position, so `--resume` continues from the last
 //! completed epoch with the same bits an uninterrupted run would have.
 
+use crate::backend::gpu::{Gpu, MemoryStats};
+use crate::backend::{Backend, Cpu};
 use crate::checkpoint::{restore_trainer, trainer_state, StateDict};
 use crate::data::{self, Batcher, Dataset, Split};
 use crate::error::{Error, Result};
@@ -117,6 +119,23 @@ pub struct RunSummary {
     /// The epoch (1-based) with the best source-validation accuracy.
     pub best_epoch: usize,
     pub out: PathBuf,
+    /// The backend that trained ("cpu", "emulator", "cuda").
+    pub device: &'static str,
+    /// Device memory use (GPU backends).
+    pub memory: Option<MemoryStats>,
+}
+
+/// Where a run trains. Runs are device-independent: a checkpoint written on one resumes on
+/// any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU backend (the reference ops).
+    Cpu,
+    /// The GPU backend on the SIMT emulator: the CUDA kernels executed on the CPU (slow; for
+    /// checking the GPU path without a GPU).
+    Emulator,
+    /// The GPU backend on an NVIDIA GPU.
+    Cuda,
 }
 
 impl RunSummary {
@@ -210,7 +229,11 @@ pub fn noise_for(seed: u64, iteration: u64, batch: usize, nz: usize) -> Result<N
 }
 
 /// Accuracy (%) of argmax C(F(x)) over a whole split.
-pub fn evaluate(trainer: &mut Trainer, split: &Split, norm: InputNorm) -> Result<f64> {
+pub fn evaluate<B: Backend>(
+    trainer: &mut Trainer<B>,
+    split: &Split,
+    norm: InputNorm,
+) -> Result<f64> {
     let batcher = Batcher::eval(split, 250).map_err(data_err)?;
     let mut correct = 0usize;
     let mut total = 0usize;
@@ -371,6 +394,38 @@ pub fn run(
     epochs_override: Option<usize>,
     progress: &mut dyn Progress,
 ) -> Result<RunSummary> {
+    run_on(Device::Cpu, cfg, out, resume, force, epochs_override, progress)
+}
+
+/// [`run`] on `device`.
+pub fn run_on(
+    device: Device,
+    cfg: Option<RunConfig>,
+    out: &Path,
+    resume: bool,
+    force: bool,
+    epochs_override: Option<usize>,
+    progress: &mut dyn Progress,
+) -> Result<RunSummary> {
+    let args = (cfg, out, resume, force, epochs_override, progress);
+    match device {
+        Device::Cpu => run_with(Cpu, args),
+        Device::Emulator => run_with(Gpu::new(crate::gpu::Emulator::new()), args),
+        Device::Cuda => run_with(Gpu::new(crate::gpu::cuda::CudaExecutor::new()?), args),
+    }
+}
+
+type RunArgs<'a> = (
+    Option<RunConfig>,
+    &'a Path,
+    bool,
+    bool,
+    Option<usize>,
+    &'a mut dyn Progress,
+);
+
+fn run_with<B: Backend>(backend: B, args: RunArgs<'_>) -> Result<RunSummary> {
+    let (cfg, out, resume, force, epochs_override, progress) = args;
     let dir = RunDir {
         root: out.to_path_buf(),
     };
@@ -383,6 +438,7 @@ pub fn run(
         }
         let mut trainer = Trainer::new(cfg.experiment, cfg.hyper, cfg.seed);
         restore_trainer(&mut trainer, &sd, &path)?;
+        let trainer = trainer.to_backend(backend.clone())?;
         let lines = read_metrics_upto(&dir.metrics(), epoch)?;
         let history: Vec<EpochMetrics> = lines.iter().filter_map(|l| parse_metrics(l)).collect();
         if history.len() != epoch {
@@ -414,7 +470,8 @@ pub fn run(
                 let _ = std::fs::remove_file(p);
             }
         }
-        let trainer = Trainer::new(cfg.experiment, cfg.hyper, cfg.seed);
+        let trainer =
+            Trainer::new(cfg.experiment, cfg.hyper, cfg.seed).to_backend(backend.clone())?;
         (cfg, trainer, 0, (0, f64::NEG_INFINITY), Vec::new())
     };
     for d in [dir.root.clone(), dir.samples(), dir.checkpoints()] {
@@ -513,7 +570,7 @@ pub fn run(
             best = (epoch, m.source_val_acc);
         }
         history.push(m.clone());
-        let state = trainer_state(&trainer, &config_metadata(&cfg, epoch, best));
+        let state = trainer_state(&trainer.to_cpu()?, &config_metadata(&cfg, epoch, best));
         if improved {
             state.write_atomic(&dir.best())?;
         }
@@ -539,6 +596,8 @@ pub fn run(
         config: cfg,
         epochs: history,
         out: out.to_path_buf(),
+        device: backend.name(),
+        memory: backend.memory_stats(),
     })
 }
 

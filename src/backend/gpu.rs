@@ -1,1 +1,824 @@
-//! The GPU backend (next commit).
+//! The GPU backend: device tensors and the kernels of kernels/*.cu, over any executor
+//! ([`crate::gpu::cuda::CudaExecutor`] on a GPU, [`crate::gpu::Emulator`] on the CPU).
+//!
+//! Memory: parameters, batch-norm buffers and Adam moments are persistent allocations; every
+//! other tensor (activations, gradients, losses, labels, workspaces) comes from the
+//! per-iteration [`Arena`], which [`Backend::begin_iteration`] resets. After the first
+//! iteration the arena is one chunk large enough for a whole iteration, so later iterations
+//! make no driver allocation and see the same addresses (what CUDA-graph capture needs).
+//! A tensor remembers the arena generation it was cut from; using one from an earlier
+//! iteration is an error, not a silent read of reused memory.
+
+use super::{Backend, Grads3, TensorValue};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{
+    activation as act_k, adam as adam_k, batchnorm as bn_k, conv as conv_k, elementwise,
+    layout as layout_k, linear as linear_k, loss as loss_k, pool as pool_k,
+};
+use crate::gpu::{Buffer, DeviceRepr, Memory};
+use crate::ops::activation::Activation;
+use crate::ops::adam::{AdamConfig, AdamState};
+use crate::ops::batchnorm::{BatchNormParams, RunningStats};
+use crate::ops::conv::Conv2dParams;
+use crate::ops::loss::BceTarget;
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Arena allocations are rounded to this many bytes (cudaMalloc's alignment).
+const ALIGN: usize = 256;
+
+/// Per-iteration device memory: a bump allocator over one chunk, reset every iteration.
+struct Arena<M: Memory> {
+    chunk: Option<Arc<M::Buf<u8>>>,
+    /// Bytes handed out of `chunk` this iteration.
+    offset: usize,
+    /// Bytes that did not fit `chunk` this iteration (allocated one by one).
+    overflow: usize,
+    /// Bumped by every reset; tensors carry the generation they were cut from.
+    generation: u64,
+    /// Driver allocations made by the arena so far.
+    driver_allocations: u64,
+    /// The most bytes one iteration needed.
+    peak: usize,
+}
+
+/// Memory statistics of a GPU backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes of persistent allocations (parameters, buffers, optimizer state, datasets).
+    pub persistent_bytes: usize,
+    /// The most per-iteration bytes one iteration used.
+    pub arena_peak_bytes: usize,
+    /// Driver allocations the arena made (stops growing after the first iteration).
+    pub arena_driver_allocations: u64,
+}
+
+struct Inner<M: Memory> {
+    exec: M,
+    arena: RefCell<Arena<M>>,
+    persistent_bytes: RefCell<usize>,
+}
+
+/// The GPU backend over executor `M` (cheap to clone: clones share the executor and arena).
+pub struct Gpu<M: Memory> {
+    inner: Rc<Inner<M>>,
+}
+
+impl<M: Memory> Clone for Gpu<M> {
+    fn clone(&self) -> Self {
+        Gpu {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Memory> std::fmt::Debug for Gpu<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.inner.exec.name())
+    }
+}
+
+/// A tensor in device memory.
+pub struct GpuTensor<M: Memory> {
+    buf: Rc<M::Buf<f32>>,
+    shape: Shape,
+    /// The arena generation it was cut from; 0 for persistent tensors.
+    generation: u64,
+}
+
+impl<M: Memory> Clone for GpuTensor<M> {
+    fn clone(&self) -> Self {
+        GpuTensor {
+            buf: self.buf.clone(),
+            shape: self.shape.clone(),
+            generation: self.generation,
+        }
+    }
+}
+
+impl<M: Memory> std::fmt::Debug for GpuTensor<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor{} @ {:#x}", self.shape, self.buf.device_ptr())
+    }
+}
+
+impl<M: Memory + 'static> TensorValue for GpuTensor<M> {
+    fn shape(&self) -> &Shape {
+        &self.shape
+    }
+}
+
+/// Labels on the device.
+pub struct GpuLabels<M: Memory> {
+    buf: Rc<M::Buf<u32>>,
+    generation: u64,
+}
+
+impl<M: Memory> Clone for GpuLabels<M> {
+    fn clone(&self) -> Self {
+        GpuLabels {
+            buf: self.buf.clone(),
+            generation: self.generation,
+        }
+    }
+}
+
+impl<M: Memory> std::fmt::Debug for GpuLabels<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuLabels[{}]", self.buf.len())
+    }
+}
+
+/// A batch norm's running statistics on the device.
+pub struct GpuRunningStats<M: Memory> {
+    mean: M::Buf<f32>,
+    var: M::Buf<f32>,
+}
+
+impl<M: Memory> std::fmt::Debug for GpuRunningStats<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuRunningStats[{}]", self.mean.len())
+    }
+}
+
+/// Adam's moments on the device.
+pub struct GpuAdamState<M: Memory> {
+    m: M::Buf<f32>,
+    v: M::Buf<f32>,
+    step: u64,
+}
+
+impl<M: Memory> std::fmt::Debug for GpuAdamState<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuAdamState[{}] step {}", self.m.len(), self.step)
+    }
+}
+
+/// What a batch norm keeps for backward (per-iteration copies).
+pub enum GpuBnSaved<M: Memory> {
+    /// Training mode: batch mean and 1/sqrt(var + eps).
+    Batch {
+        mean: GpuTensor<M>,
+        invstd: GpuTensor<M>,
+    },
+    /// Evaluation mode: the running statistics as they were at the forward.
+    Running {
+        mean: GpuTensor<M>,
+        var: GpuTensor<M>,
+        eps: f32,
+    },
+}
+
+impl<M: Memory> Gpu<M> {
+    pub fn new(exec: M) -> Self {
+        Gpu {
+            inner: Rc::new(Inner {
+                exec,
+                arena: RefCell::new(Arena {
+                    chunk: None,
+                    offset: 0,
+                    overflow: 0,
+                    generation: 1,
+                    driver_allocations: 0,
+                    peak: 0,
+                }),
+                persistent_bytes: RefCell::new(0),
+            }),
+        }
+    }
+
+    /// The executor the kernels run on.
+    pub fn exec(&self) -> &M {
+        &self.inner.exec
+    }
+
+    fn stats(&self) -> MemoryStats {
+        let a = self.inner.arena.borrow();
+        MemoryStats {
+            persistent_bytes: *self.inner.persistent_bytes.borrow(),
+            arena_peak_bytes: a.peak.max(a.offset + a.overflow),
+            arena_driver_allocations: a.driver_allocations,
+        }
+    }
+
+    /// `len` elements of per-iteration memory (contents undefined: every kernel that gets
+    /// one writes all of it).
+    fn alloc<T: DeviceRepr>(&self, len: usize) -> Result<(M::Buf<T>, u64)> {
+        let exec = &self.inner.exec;
+        let mut a = self.inner.arena.borrow_mut();
+        let bytes = (len * std::mem::size_of::<T>()).max(1).div_ceil(ALIGN) * ALIGN;
+        let generation = a.generation;
+        if let Some(chunk) = &a.chunk {
+            if a.offset + bytes <= chunk.len() {
+                let view = exec.view(chunk, a.offset, len)?;
+                a.offset += bytes;
+                return Ok((view, generation));
+            }
+        }
+        // Does not fit (first iteration, or a larger one): a buffer of its own; the next
+        // reset grows the chunk to cover the whole iteration.
+        a.overflow += bytes;
+        a.driver_allocations += 1;
+        Ok((exec.alloc_zeroed(len)?, generation))
+    }
+
+    fn tensor(&self, shape: Shape) -> Result<(M::Buf<f32>, Shape, u64)> {
+        let (buf, generation) = self.alloc::<f32>(shape.numel())?;
+        Ok((buf, shape, generation))
+    }
+
+    fn wrap(buf: M::Buf<f32>, shape: Shape, generation: u64) -> GpuTensor<M> {
+        GpuTensor {
+            buf: Rc::new(buf),
+            shape,
+            generation,
+        }
+    }
+
+    /// A fresh per-iteration tensor of `shape` written by `f`.
+    fn output(
+        &self,
+        shape: Shape,
+        f: impl FnOnce(&mut M::Buf<f32>) -> std::result::Result<(), crate::gpu::GpuError>,
+    ) -> Result<GpuTensor<M>> {
+        let (mut buf, shape, generation) = self.tensor(shape)?;
+        f(&mut buf)?;
+        Ok(Self::wrap(buf, shape, generation))
+    }
+
+    /// The buffer of `t`, if it is still valid (persistent, or from this iteration).
+    fn buf<'a>(&self, t: &'a GpuTensor<M>) -> Result<&'a M::Buf<f32>> {
+        self.check_generation(t.generation)?;
+        Ok(&t.buf)
+    }
+
+    fn check_generation(&self, generation: u64) -> Result<()> {
+        let now = self.inner.arena.borrow().generation;
+        if generation != 0 && generation != now {
+            return Err(Error::Autograd(format!(
+                "a device tensor of iteration generation {generation} was used in generation \
+                 {now}: per-iteration tensors do not outlive their iteration"
+            )));
+        }
+        Ok(())
+    }
+
+    fn persistent(&self, data: &[f32]) -> Result<M::Buf<f32>> {
+        *self.inner.persistent_bytes.borrow_mut() += data.len() * 4;
+        Ok(self.inner.exec.upload(data)?)
+    }
+}
+
+fn same_shape(op: &'static str, a: &Shape, b: &Shape) -> Result<()> {
+    if a != b {
+        return Err(Error::shape(op, format!("{a} vs {b}")));
+    }
+    Ok(())
+}
+
+fn dims4(op: &'static str, s: &Shape) -> Result<[usize; 4]> {
+    s.dims4()
+        .ok_or_else(|| Error::shape(op, format!("expected [N,C,H,W], got {s}")))
+}
+
+fn dims2(op: &'static str, s: &Shape) -> Result<[usize; 2]> {
+    s.dims2()
+        .ok_or_else(|| Error::shape(op, format!("expected [N,K], got {s}")))
+}
+
+impl<M: Memory + 'static> Gpu<M> {
+    /// The device view of a host BCE target (a per-element target is uploaded).
+    fn with_target<R>(
+        &self,
+        target: &BceTarget<f32>,
+        f: impl FnOnce(loss_k::BceTarget<'_, M>) -> Result<R>,
+    ) -> Result<R> {
+        match target {
+            BceTarget::Constant(t) => f(loss_k::BceTarget::Constant(*t)),
+            BceTarget::PerElement(v) => {
+                let (mut buf, _) = self.alloc::<f32>(v.len())?;
+                buf.write(v)?;
+                f(loss_k::BceTarget::PerElement(&buf))
+            }
+        }
+    }
+
+    fn conv_shape(
+        &self,
+        x: &GpuTensor<M>,
+        w: &GpuTensor<M>,
+        p: Conv2dParams,
+        transposed: bool,
+    ) -> Result<conv_k::ConvShape> {
+        const OP: &str = "conv";
+        Ok(conv_k::ConvShape {
+            x_dims: dims4(OP, &x.shape)?,
+            w_dims: dims4(OP, &w.shape)?,
+            p,
+            transposed,
+        })
+    }
+}
+
+impl<M: Memory + 'static> Backend for Gpu<M> {
+    type Tensor = GpuTensor<M>;
+    type Labels = GpuLabels<M>;
+    type PoolIndices = Rc<M::Buf<u32>>;
+    type BnSaved = GpuBnSaved<M>;
+    type RunningStats = GpuRunningStats<M>;
+    type AdamState = GpuAdamState<M>;
+
+    fn name(&self) -> &'static str {
+        self.inner.exec.name()
+    }
+
+    fn memory_stats(&self) -> Option<MemoryStats> {
+        Some(self.stats())
+    }
+
+    fn begin_iteration(&self) -> Result<()> {
+        let exec = &self.inner.exec;
+        let mut a = self.inner.arena.borrow_mut();
+        let used = a.offset + a.overflow;
+        a.peak = a.peak.max(used);
+        let capacity = a.chunk.as_ref().map_or(0, |c| c.len());
+        if a.peak > capacity {
+            // One chunk for a whole iteration from now on (views still alive keep the old
+            // chunk until they drop; generation checks stop them being used).
+            let bytes = a.peak.div_ceil(ALIGN) * ALIGN;
+            a.chunk = None;
+            a.chunk = Some(Arc::new(exec.alloc_zeroed::<u8>(bytes)?));
+            a.driver_allocations += 1;
+        }
+        a.offset = 0;
+        a.overflow = 0;
+        a.generation += 1;
+        Ok(())
+    }
+
+    fn upload(&self, t: &Tensor) -> Result<GpuTensor<M>> {
+        self.output(t.shape().clone(), |b| b.write(t.data()))
+    }
+    fn download(&self, t: &GpuTensor<M>) -> Result<Tensor> {
+        Tensor::new(t.shape.clone(), self.buf(t)?.read()?)
+    }
+    fn upload_labels(&self, labels: &[u32]) -> Result<GpuLabels<M>> {
+        let (mut buf, generation) = self.alloc::<u32>(labels.len())?;
+        buf.write(labels)?;
+        Ok(GpuLabels {
+            buf: Rc::new(buf),
+            generation,
+        })
+    }
+    fn upload_persistent(&self, t: &Tensor) -> Result<GpuTensor<M>> {
+        Ok(Self::wrap(self.persistent(t.data())?, t.shape().clone(), 0))
+    }
+    fn snapshot(&self, t: &GpuTensor<M>) -> Result<GpuTensor<M>> {
+        let x = self.buf(t)?;
+        self.output(t.shape.clone(), |y| elementwise::copy(&self.inner.exec, x, y))
+    }
+    fn running_stats(&self, s: &RunningStats) -> Result<GpuRunningStats<M>> {
+        Ok(GpuRunningStats {
+            mean: self.persistent(&s.mean)?,
+            var: self.persistent(&s.var)?,
+        })
+    }
+    fn download_running_stats(&self, s: &GpuRunningStats<M>) -> Result<RunningStats> {
+        Ok(RunningStats {
+            mean: s.mean.read()?,
+            var: s.var.read()?,
+        })
+    }
+    fn adam_state(&self, s: &AdamState) -> Result<GpuAdamState<M>> {
+        Ok(GpuAdamState {
+            m: self.persistent(&s.m)?,
+            v: self.persistent(&s.v)?,
+            step: s.step,
+        })
+    }
+    fn download_adam_state(&self, s: &GpuAdamState<M>) -> Result<AdamState> {
+        Ok(AdamState {
+            m: s.m.read()?,
+            v: s.v.read()?,
+            step: s.step,
+        })
+    }
+
+    fn full(&self, shape: &Shape, value: f32) -> Result<GpuTensor<M>> {
+        self.output(shape.clone(), |y| elementwise::fill(&self.inner.exec, y, value))
+    }
+    fn reshape(&self, x: &GpuTensor<M>, shape: Shape) -> Result<GpuTensor<M>> {
+        self.buf(x)?;
+        if shape.numel() != x.numel() {
+            return Err(Error::shape("reshape", format!("{} to {shape}", x.shape)));
+        }
+        Ok(GpuTensor {
+            buf: x.buf.clone(),
+            shape,
+            generation: x.generation,
+        })
+    }
+    fn add(&self, a: &GpuTensor<M>, b: &GpuTensor<M>) -> Result<GpuTensor<M>> {
+        same_shape("add", &a.shape, &b.shape)?;
+        let (ab, bb) = (self.buf(a)?, self.buf(b)?);
+        let exec = &self.inner.exec;
+        // y = a, then y += 1·b: the product is exact, so y = a + b rounded once (as the CPU).
+        self.output(a.shape.clone(), |y| {
+            elementwise::copy(exec, ab, y)?;
+            elementwise::axpy(exec, 1.0, bb, y)
+        })
+    }
+    fn scale(&self, a: &GpuTensor<M>, c: f32) -> Result<GpuTensor<M>> {
+        let x = self.buf(a)?;
+        self.output(a.shape.clone(), |y| elementwise::scale(&self.inner.exec, c, x, y))
+    }
+    fn activation(&self, x: &GpuTensor<M>, act: Activation) -> Result<GpuTensor<M>> {
+        let xb = self.buf(x)?;
+        self.output(x.shape.clone(), |y| act_k::forward(&self.inner.exec, act, xb, y))
+    }
+    fn activation_backward(
+        &self,
+        act: Activation,
+        x: &GpuTensor<M>,
+        y: &GpuTensor<M>,
+        gy: &GpuTensor<M>,
+    ) -> Result<GpuTensor<M>> {
+        let (xb, yb, gb) = (self.buf(x)?, self.buf(y)?, self.buf(gy)?);
+        self.output(x.shape.clone(), |gx| {
+            act_k::backward(&self.inner.exec, act, xb, yb, gb, gx)
+        })
+    }
+    fn concat_dim1(&self, parts: &[&GpuTensor<M>]) -> Result<GpuTensor<M>> {
+        const OP: &str = "concat_dim1";
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::invalid(OP, "no parts"))?;
+        let mut dims = first.dims().to_vec();
+        if dims.len() < 2 {
+            return Err(Error::shape(OP, format!("rank ≥ 2 needed, got {}", first.shape)));
+        }
+        let mut channels = 0;
+        for p in parts {
+            let d = p.dims();
+            if d.len() != dims.len() || d[0] != dims[0] || d[2..] != dims[2..] {
+                return Err(Error::shape(OP, format!("{} vs {}", first.shape, p.shape)));
+            }
+            channels += d[1];
+        }
+        dims[1] = channels;
+        let bufs = parts
+            .iter()
+            .map(|p| self.buf(p))
+            .collect::<Result<Vec<_>>>()?;
+        self.output(Shape(dims.clone()), |y| {
+            layout_k::concat_dim1(&self.inner.exec, dims[0], &bufs, y)
+        })
+    }
+    fn split_dim1(
+        &self,
+        g: &GpuTensor<M>,
+        channels: &[usize],
+        need: &[bool],
+    ) -> Result<Vec<Option<GpuTensor<M>>>> {
+        const OP: &str = "split_dim1";
+        let dims = g.dims();
+        if dims.len() < 2 || channels.iter().sum::<usize>() != dims[1] {
+            return Err(Error::shape(
+                OP,
+                format!("{} into channels {channels:?}", g.shape),
+            ));
+        }
+        let whole = self.buf(g)?;
+        let mut parts = Vec::with_capacity(channels.len());
+        for &c in channels {
+            let mut d = dims.to_vec();
+            d[1] = c;
+            parts.push(self.tensor(Shape(d))?);
+        }
+        {
+            let mut bufs: Vec<&mut M::Buf<f32>> = parts.iter_mut().map(|p| &mut p.0).collect();
+            layout_k::split_dim1(&self.inner.exec, dims[0], whole, &mut bufs)?;
+        }
+        Ok(parts
+            .into_iter()
+            .zip(need)
+            .map(|((b, s, gen), &n)| n.then(|| Self::wrap(b, s, gen)))
+            .collect())
+    }
+
+    fn conv(
+        &self,
+        x: &GpuTensor<M>,
+        w: &GpuTensor<M>,
+        b: Option<&GpuTensor<M>>,
+        p: Conv2dParams,
+        transposed: bool,
+    ) -> Result<GpuTensor<M>> {
+        let s = self.conv_shape(x, w, p, transposed)?;
+        let y_dims = s.y_dims()?;
+        let (xb, wb) = (self.buf(x)?, self.buf(w)?);
+        let bb = b.map(|b| self.buf(b)).transpose()?;
+        self.output(Shape::new(&y_dims), |y| {
+            conv_k::forward(&self.inner.exec, &s, xb, wb, bb, None, y)
+        })
+    }
+    fn conv_backward(
+        &self,
+        x: &GpuTensor<M>,
+        w: &GpuTensor<M>,
+        has_bias: bool,
+        gy: &GpuTensor<M>,
+        p: Conv2dParams,
+        transposed: bool,
+        need: [bool; 3],
+    ) -> Result<Grads3<GpuTensor<M>>> {
+        let s = self.conv_shape(x, w, p, transposed)?;
+        let y_dims = s.y_dims()?;
+        same_shape("conv backward", &gy.shape, &Shape::new(&y_dims))?;
+        let (xb, wb, gyb) = (self.buf(x)?, self.buf(w)?, self.buf(gy)?);
+        let exec = &self.inner.exec;
+        let dx = need[0]
+            .then(|| self.output(x.shape.clone(), |gx| conv_k::backward_data(exec, &s, gyb, wb, gx)))
+            .transpose()?;
+        let dw = if need[1] {
+            let (mut ws, _) = self.alloc::<f32>(conv_k::workspace_len(&s))?;
+            Some(self.output(w.shape.clone(), |gw| {
+                conv_k::backward_filter(exec, &s, xb, gyb, &mut ws, gw)
+            })?)
+        } else {
+            None
+        };
+        let db = (has_bias && need[2])
+            .then(|| {
+                self.output(Shape::new(&[y_dims[1]]), |gb| {
+                    conv_k::backward_bias(exec, &s, gyb, gb)
+                })
+            })
+            .transpose()?;
+        Ok([dx, dw, db])
+    }
+    fn linear(
+        &self,
+        x: &GpuTensor<M>,
+        w: &GpuTensor<M>,
+        b: Option<&GpuTensor<M>>,
+    ) -> Result<GpuTensor<M>> {
+        const OP: &str = "linear";
+        let ([n, fin], [fout, win]) = (dims2(OP, &x.shape)?, dims2(OP, &w.shape)?);
+        if win != fin {
+            return Err(Error::shape(OP, format!("x {} with w {}", x.shape, w.shape)));
+        }
+        let (xb, wb) = (self.buf(x)?, self.buf(w)?);
+        let bb = b.map(|b| self.buf(b)).transpose()?;
+        self.output(Shape::new(&[n, fout]), |y| {
+            linear_k::forward(&self.inner.exec, n, fin, fout, xb, wb, bb, y)
+        })
+    }
+    fn linear_backward(
+        &self,
+        x: &GpuTensor<M>,
+        w: &GpuTensor<M>,
+        has_bias: bool,
+        gy: &GpuTensor<M>,
+        need: [bool; 3],
+    ) -> Result<Grads3<GpuTensor<M>>> {
+        const OP: &str = "linear backward";
+        let ([n, fin], [fout, _]) = (dims2(OP, &x.shape)?, dims2(OP, &w.shape)?);
+        same_shape(OP, &gy.shape, &Shape::new(&[n, fout]))?;
+        let (xb, wb, gyb) = (self.buf(x)?, self.buf(w)?, self.buf(gy)?);
+        let exec = &self.inner.exec;
+        let dx = need[0]
+            .then(|| {
+                self.output(x.shape.clone(), |gx| {
+                    linear_k::backward_data(exec, n, fin, fout, gyb, wb, gx)
+                })
+            })
+            .transpose()?;
+        let dw = need[1]
+            .then(|| {
+                self.output(w.shape.clone(), |gw| {
+                    linear_k::backward_weight(exec, n, fin, fout, gyb, xb, gw)
+                })
+            })
+            .transpose()?;
+        let db = (has_bias && need[2])
+            .then(|| {
+                self.output(Shape::new(&[fout]), |gb| {
+                    linear_k::backward_bias(exec, n, fout, gyb, gb)
+                })
+            })
+            .transpose()?;
+        Ok([dx, dw, db])
+    }
+    fn max_pool(
+        &self,
+        x: &GpuTensor<M>,
+        kernel: usize,
+    ) -> Result<(GpuTensor<M>, Rc<M::Buf<u32>>)> {
+        let x_dims = dims4("max_pool2d", &x.shape)?;
+        let y_dims = crate::ops::pool::max_pool2d_dims(x_dims, kernel)?;
+        let xb = self.buf(x)?;
+        let (mut argmax, _) = self.alloc::<u32>(y_dims.iter().product())?;
+        let y = self.output(Shape::new(&y_dims), |y| {
+            pool_k::forward(&self.inner.exec, x_dims, kernel, xb, y, &mut argmax)
+        })?;
+        Ok((y, Rc::new(argmax)))
+    }
+    fn max_pool_backward(
+        &self,
+        x: &GpuTensor<M>,
+        gy: &GpuTensor<M>,
+        kernel: usize,
+        argmax: &Rc<M::Buf<u32>>,
+    ) -> Result<GpuTensor<M>> {
+        let x_dims = dims4("max_pool2d backward", &x.shape)?;
+        let gyb = self.buf(gy)?;
+        self.output(x.shape.clone(), |gx| {
+            pool_k::backward(&self.inner.exec, x_dims, kernel, gyb, argmax, gx)
+        })
+    }
+    fn batch_norm(
+        &self,
+        x: &GpuTensor<M>,
+        weight: &GpuTensor<M>,
+        bias: &GpuTensor<M>,
+        running: &mut GpuRunningStats<M>,
+        training: bool,
+        p: BatchNormParams,
+    ) -> Result<(GpuTensor<M>, GpuBnSaved<M>)> {
+        const OP: &str = "batch_norm2d";
+        let x_dims = dims4(OP, &x.shape)?;
+        let c = Shape::new(&[x_dims[1]]);
+        let (xb, wb, bb) = (self.buf(x)?, self.buf(weight)?, self.buf(bias)?);
+        let exec = &self.inner.exec;
+        if training {
+            let (mut mean, cs, g1) = self.tensor(c.clone())?;
+            let (mut invstd, _, g2) = self.tensor(c.clone())?;
+            let y = self.output(x.shape.clone(), |y| {
+                bn_k::forward_train(
+                    exec,
+                    x_dims,
+                    xb,
+                    wb,
+                    bb,
+                    p.eps,
+                    p.momentum,
+                    None,
+                    y,
+                    &mut mean,
+                    &mut invstd,
+                    &mut running.mean,
+                    &mut running.var,
+                )
+            })?;
+            let saved = GpuBnSaved::Batch {
+                mean: Self::wrap(mean, cs.clone(), g1),
+                invstd: Self::wrap(invstd, cs, g2),
+            };
+            Ok((y, saved))
+        } else {
+            let y = self.output(x.shape.clone(), |y| {
+                bn_k::forward_eval(
+                    exec,
+                    x_dims,
+                    xb,
+                    wb,
+                    bb,
+                    &running.mean,
+                    &running.var,
+                    p.eps,
+                    None,
+                    y,
+                )
+            })?;
+            let copy = |b: &M::Buf<f32>| self.output(c.clone(), |y| elementwise::copy(exec, b, y));
+            let saved = GpuBnSaved::Running {
+                mean: copy(&running.mean)?,
+                var: copy(&running.var)?,
+                eps: p.eps,
+            };
+            Ok((y, saved))
+        }
+    }
+    fn batch_norm_backward(
+        &self,
+        x: &GpuTensor<M>,
+        weight: &GpuTensor<M>,
+        saved: &GpuBnSaved<M>,
+        gy: &GpuTensor<M>,
+        need: [bool; 3],
+    ) -> Result<Grads3<GpuTensor<M>>> {
+        const OP: &str = "batch_norm2d backward";
+        let x_dims = dims4(OP, &x.shape)?;
+        same_shape(OP, &gy.shape, &x.shape)?;
+        let (xb, wb, gyb) = (self.buf(x)?, self.buf(weight)?, self.buf(gy)?);
+        let c = Shape::new(&[x_dims[1]]);
+        let mut dx = need[0].then(|| self.tensor(x.shape.clone())).transpose()?;
+        let mut dw = need[1].then(|| self.tensor(c.clone())).transpose()?;
+        let mut db = need[2].then(|| self.tensor(c.clone())).transpose()?;
+        let exec = &self.inner.exec;
+        match saved {
+            GpuBnSaved::Batch { mean, invstd } => bn_k::backward_train(
+                exec,
+                x_dims,
+                xb,
+                wb,
+                self.buf(mean)?,
+                self.buf(invstd)?,
+                gyb,
+                dx.as_mut().map(|t| &mut t.0),
+                dw.as_mut().map(|t| &mut t.0),
+                db.as_mut().map(|t| &mut t.0),
+            )?,
+            GpuBnSaved::Running { mean, var, eps } => bn_k::backward_eval(
+                exec,
+                x_dims,
+                xb,
+                wb,
+                self.buf(mean)?,
+                self.buf(var)?,
+                *eps,
+                gyb,
+                dx.as_mut().map(|t| &mut t.0),
+                dw.as_mut().map(|t| &mut t.0),
+                db.as_mut().map(|t| &mut t.0),
+            )?,
+        }
+        let wrap = |t: Option<(M::Buf<f32>, Shape, u64)>| t.map(|(b, s, g)| Self::wrap(b, s, g));
+        Ok([wrap(dx), wrap(dw), wrap(db)])
+    }
+
+    fn cross_entropy(&self, logits: &GpuTensor<M>, labels: &GpuLabels<M>) -> Result<GpuTensor<M>> {
+        let dims = dims2("cross_entropy", &logits.shape)?;
+        self.check_generation(labels.generation)?;
+        let lb = self.buf(logits)?;
+        let (mut rows, _) = self.alloc::<f32>(dims[0])?;
+        self.output(Shape::new(&[1]), |out| {
+            loss_k::cross_entropy_forward(&self.inner.exec, lb, &labels.buf, dims, &mut rows, out)
+        })
+    }
+    fn cross_entropy_backward(
+        &self,
+        logits: &GpuTensor<M>,
+        labels: &GpuLabels<M>,
+        g: &GpuTensor<M>,
+    ) -> Result<GpuTensor<M>> {
+        let dims = dims2("cross_entropy", &logits.shape)?;
+        self.check_generation(labels.generation)?;
+        let (lb, gb) = (self.buf(logits)?, self.buf(g)?);
+        self.output(logits.shape.clone(), |dx| {
+            loss_k::cross_entropy_backward(&self.inner.exec, lb, &labels.buf, dims, gb, dx)
+        })
+    }
+    fn bce_with_logits(
+        &self,
+        logits: &GpuTensor<M>,
+        target: &BceTarget<f32>,
+    ) -> Result<GpuTensor<M>> {
+        let xb = self.buf(logits)?;
+        let (mut terms, _) = self.alloc::<f32>(logits.numel())?;
+        self.with_target(target, |t| {
+            self.output(Shape::new(&[1]), |out| {
+                loss_k::bce_with_logits_forward(&self.inner.exec, xb, t, &mut terms, out)
+            })
+        })
+    }
+    fn bce_with_logits_backward(
+        &self,
+        logits: &GpuTensor<M>,
+        target: &BceTarget<f32>,
+        g: &GpuTensor<M>,
+    ) -> Result<GpuTensor<M>> {
+        let (xb, gb) = (self.buf(logits)?, self.buf(g)?);
+        self.with_target(target, |t| {
+            self.output(logits.shape.clone(), |dx| {
+                loss_k::bce_with_logits_backward(&self.inner.exec, xb, t, gb, dx)
+            })
+        })
+    }
+
+    fn adam_step(
+        &self,
+        param: &mut GpuTensor<M>,
+        grad: &GpuTensor<M>,
+        state: &mut GpuAdamState<M>,
+        cfg: &AdamConfig,
+    ) -> Result<()> {
+        const OP: &str = "adam";
+        same_shape(OP, &param.shape, &grad.shape)?;
+        let gb = self.buf(grad)?;
+        let step = state
+            .step
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid(OP, "step counter overflow"))?;
+        let pb = Rc::get_mut(&mut param.buf).ok_or_else(|| {
+            Error::invalid(OP, "the parameter is shared (bind makes copies; this is a bug)")
+        })?;
+        adam_k::step(&self.inner.exec, pb, gb, &mut state.m, &mut state.v, step, cfg)?;
+        state.step = step;
+        Ok(())
+    }
+}

@@ -69,6 +69,11 @@ pub trait Backend: Clone + 'static {
         Ok(())
     }
 
+    /// Device memory use, for backends with device memory.
+    fn memory_stats(&self) -> Option<gpu::MemoryStats> {
+        None
+    }
+
     // ---- transfers ----
     fn upload(&self, t: &Tensor) -> Result<Self::Tensor>;
     fn download(&self, t: &Self::Tensor) -> Result<Tensor>;

@@ -4,11 +4,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gtadapt::checkpoint::{restore_trainer, StateDict};
 use gtadapt::data::{self, Batcher, SplitKind};
+use gtadapt::device::{probe_cuda, CudaStatus};
 use gtadapt::gta::{Experiment, Hyper, Losses, Trainer};
 use gtadapt::models::Widths;
 use gtadapt::ops::loss::argmax_rows;
 use gtadapt::report;
-use gtadapt::train::{self, EpochMetrics, InputNorm, Progress, RunConfig, RunSummary};
+use gtadapt::train::{self, Device, EpochMetrics, InputNorm, Progress, RunConfig, RunSummary};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -44,9 +45,13 @@ pub enum Preset {
 pub enum DeviceArg {
     /// The GPU when the CUDA backend can use one, else the CPU.
     Auto,
+    /// The CPU backend (reference ops, multi-threaded).
     Cpu,
     /// An NVIDIA GPU through the CUDA backend.
     Cuda,
+    /// The CUDA kernels executed on the CPU by the SIMT emulator: checks the GPU path without
+    /// a GPU (slow: tiny configurations only).
+    Emu,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -144,7 +149,6 @@ impl Budget {
             },
         };
         validate(&cfg)?;
-        check_device(self.device)?;
         Ok(cfg)
     }
 }
@@ -179,14 +183,29 @@ fn validate(cfg: &RunConfig) -> Result<()> {
     Ok(())
 }
 
-fn check_device(d: DeviceArg) -> Result<()> {
-    match d {
-        DeviceArg::Cpu | DeviceArg::Auto => Ok(()),
-        DeviceArg::Cuda => bail!(
-            "--device cuda: this build trains on the CPU backend only; the CUDA kernels and the GPU \
-             backend are being built (see README, \"State\"). Use --device cpu (or auto)."
-        ),
-    }
+/// The backend `--device` names; `auto` takes the GPU when one is usable.
+fn resolve_device(d: DeviceArg) -> Result<Device> {
+    let gpu = || match probe_cuda() {
+        CudaStatus::Ready { gpus, .. } if !gpus.is_empty() => Ok(()),
+        CudaStatus::Ready { .. } => Err("the CUDA driver sees no GPU".to_string()),
+        CudaStatus::NoDriver => Err("no NVIDIA driver (libcuda.so) on this machine".to_string()),
+        CudaStatus::DriverError(e) => Err(e),
+    };
+    Ok(match d {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Emu => Device::Emulator,
+        DeviceArg::Cuda => match gpu() {
+            Ok(()) => Device::Cuda,
+            Err(why) => bail!(
+                "--device cuda: {why}. Use --device cpu to train on the CPU (or --device auto to \
+                 take a GPU only when there is one)."
+            ),
+        },
+        DeviceArg::Auto => match gpu() {
+            Ok(()) => Device::Cuda,
+            Err(_) => Device::Cpu,
+        },
+    })
 }
 
 #[derive(Args, Debug)]
@@ -343,28 +362,39 @@ fn print_summary(s: &RunSummary) {
         );
     }
     println!(
-        "\n{:.3} s per iteration; files in {}: metrics.jsonl, accuracy.png, samples/, \
+        "\n{:.3} s per iteration on {}; files in {}: metrics.jsonl, accuracy.png, samples/, \
          checkpoints/last.safetensors, checkpoints/best.safetensors",
         s.seconds_per_iteration(),
+        s.device,
         s.out.display()
     );
+    if let Some(m) = s.memory {
+        println!(
+            "device memory: {:.1} MiB persistent (parameters, buffers, Adam state) + {:.1} MiB \
+             per-iteration arena peak ({} driver allocations by the arena in all)",
+            m.persistent_bytes as f64 / (1 << 20) as f64,
+            m.arena_peak_bytes as f64 / (1 << 20) as f64,
+            m.arena_driver_allocations
+        );
+    }
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let exp: Experiment = args.experiment.into();
     if let Some(dir) = &args.resume {
-        check_device(args.budget.device)?;
+        let device = resolve_device(args.budget.device)?;
         println!("gtadapt train: resuming the run in {}", dir.display());
         let mut bar = Bar {
             bar: None,
             label: "resume".into(),
         };
-        let s = train::run(None, dir, true, false, args.budget.epochs, &mut bar)
+        let s = train::run_on(device, None, dir, true, false, args.budget.epochs, &mut bar)
             .with_context(|| format!("could not resume the run in {}", dir.display()))?;
         print_summary(&s);
         return Ok(());
     }
     let cfg = args.budget.config(exp)?;
+    let device = resolve_device(args.budget.device)?;
     if args.dry_run {
         print_networks(exp, cfg.hyper);
         return Ok(());
@@ -378,7 +408,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         bar: None,
         label: exp.name().into(),
     };
-    let s = train::run(Some(cfg), &out, false, args.force, None, &mut bar)
+    let s = train::run_on(device, Some(cfg), &out, false, args.force, None, &mut bar)
         .with_context(|| format!("training into {} failed", out.display()))?;
     print_summary(&s);
     Ok(())
@@ -492,13 +522,14 @@ pub fn experiments(args: ExperimentsArgs) -> Result<()> {
     let mut summaries = Vec::new();
     for exp in exps {
         let cfg = args.budget.config(exp)?;
+        let device = resolve_device(args.budget.device)?;
         let dir = out.join(exp.name());
         print_config(&cfg, &dir);
         let mut bar = Bar {
             bar: None,
             label: exp.name().into(),
         };
-        let s = train::run(Some(cfg), &dir, false, args.force, None, &mut bar)
+        let s = train::run_on(device, Some(cfg), &dir, false, args.force, None, &mut bar)
             .with_context(|| format!("{} into {} failed", exp.name(), dir.display()))?;
         summaries.push(s);
     }

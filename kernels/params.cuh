@@ -221,3 +221,52 @@ struct GatherParams {
     unsigned n_images; // an index >= n_images gives NaN values, never an out-of-bounds read
 };
 static_assert(sizeof(GatherParams) == 104, "GatherParams size");
+
+// ---- kernels/conv.cu (src/gpu/kernels/conv.rs) ----
+// One geometry for every GEMM pass: im [n][c_im][ih][iw], col [n][c_col][oh][ow], weight
+// [c_col][c_im][kh][kw] (a conv-transpose has its input on the col side). Which pointers are
+// read and what `out` is depends on the kernel (see conv.cu); unused pointers are null.
+// `k_chunk`: the reduction length per gridDim.z slice (wgrad splits; ≥ K otherwise).
+// `act`: a GTA_ACT_* code (ReLU or LeakyReLU with `slope`) or −1 for none.
+struct ConvParams {
+    const float* im;
+    const float* col;
+    const float* wt;
+    const float* bias;
+    float* out;
+    unsigned n;
+    unsigned c_im;
+    unsigned ih;
+    unsigned iw;
+    unsigned c_col;
+    unsigned oh;
+    unsigned ow;
+    unsigned kh;
+    unsigned kw;
+    unsigned stride;
+    unsigned pad;
+    unsigned k_chunk;
+    int act;
+    float slope;
+};
+static_assert(sizeof(ConvParams) == 96, "ConvParams size");
+
+// out[i] = Σ_{s < splits} parts[s·len + i], in order of s.
+struct ConvSplitSumParams {
+    const float* parts;
+    float* out;
+    unsigned len;
+    unsigned splits;
+};
+static_assert(sizeof(ConvSplitSumParams) == 24, "ConvSplitSumParams size");
+
+// gb[ch] = Σ gy[b][ch][q] over b < n, q < hw.
+struct ConvBiasGradParams {
+    const float* gy;
+    float* gb;
+    unsigned n;
+    unsigned c;
+    unsigned hw;
+    unsigned pad;
+};
+static_assert(sizeof(ConvBiasGradParams) == 32, "ConvBiasGradParams size");

@@ -1,4 +1,4 @@
-//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data}.cu against
+//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data,conv}.cu against
 //! the CPU backend, through [`gtadapt::gpu::check`] (the same checks `gtadapt kernels check`
 //! runs): on the emulator always, and on the CUDA executor when a GPU is present (see
 //! `executor_for_tests`). Inputs, sizes and tolerances are documented in src/gpu/check.rs.
@@ -85,6 +85,11 @@ fn batch_gather_matches_the_cpu_batches() {
 }
 
 #[test]
+fn conv_kernels_match_the_cpu_within_the_rounding_bound() {
+    family("conv");
+}
+
+#[test]
 fn the_whole_check_passes_with_another_seed_and_reports_every_family() {
     let report = check::run_all(&Emulator::new(), 12345).unwrap();
     assert!(report.all_ok(), "{}", check::table(&report));
@@ -101,6 +106,8 @@ fn the_whole_check_passes_with_another_seed_and_reports_every_family() {
         "adam_step",
         "philox_normal",
         "gather_batch",
+        "conv2d backward_filter",
+        "conv_transpose2d forward",
     ] {
         assert!(table.contains(k), "{k} missing:\n{table}");
     }

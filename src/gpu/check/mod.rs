@@ -1,4 +1,4 @@
-//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data}.cu,
+//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data,conv}.cu,
 //! launched through its [`super::kernels`] function on an executor, against the CPU backend
 //! (the oracle) on fresh random inputs of awkward sizes (1, 3, 257, 1000 elements; batch 3 and
 //! 257; 7, 10 and 11 classes), outputs poisoned with NaN first. Shared by `gtadapt kernels
@@ -13,6 +13,8 @@
 //! the emulator, exactly what Rust calls, so the emulator must match bit for bit. A GPU's
 //! versions differ by an ulp or two: for executors other than the emulator the comparisons of
 //! results that go through them allow [`GPU_LIBM_ULPS`] ulps (see [`libm_ulps`]).
+
+mod conv;
 
 use super::kernels::{activation, adam, data, elementwise, layout, loss, rng};
 use super::{Buffer, GpuError, Memory};
@@ -44,6 +46,9 @@ pub enum Tolerance {
     Ulps(u32),
     /// |got − want| ≤ this absolute bound (a sum's rounding bound).
     Abs(f64),
+    /// A dot product or sum of at most K terms, per element: |got − want| ≤ 2·γ_K·Σ|terms|,
+    /// γ_K = K·u/(1 − K·u), u = 2^−24 (see [`gamma_bound`]).
+    Gamma(usize),
     /// Integers (or outcomes) equal.
     Exact,
 }
@@ -54,6 +59,7 @@ impl std::fmt::Display for Tolerance {
             Tolerance::Ulps(0) => write!(f, "bits"),
             Tolerance::Ulps(u) => write!(f, "{u} ulp"),
             Tolerance::Abs(b) => write!(f, "≤ {b:.1e}"),
+            Tolerance::Gamma(k) => write!(f, "2γ_K·Σ|t|, K ≤ {k}"),
             Tolerance::Exact => write!(f, "exact"),
         }
     }
@@ -113,8 +119,14 @@ impl Report {
         if !row.sizes.iter().any(|s| s == size) {
             row.sizes.push(size.to_string());
         }
-        if let (Tolerance::Abs(old), Tolerance::Abs(new)) = (row.tolerance, tolerance) {
-            row.tolerance = Tolerance::Abs(old.max(new));
+        match (row.tolerance, tolerance) {
+            (Tolerance::Abs(old), Tolerance::Abs(new)) => {
+                row.tolerance = Tolerance::Abs(old.max(new))
+            }
+            (Tolerance::Gamma(old), Tolerance::Gamma(new)) => {
+                row.tolerance = Tolerance::Gamma(old.max(new))
+            }
+            _ => {}
         }
         row
     }
@@ -194,6 +206,53 @@ impl Report {
         }
     }
 
+    /// Element for element, |got − want| ≤ lip·[`gamma_bound`](k, abs_sum) (`abs_sum[i]` the
+    /// Σ|terms| of element i, `lip` a Lipschitz constant of what was applied after the sum).
+    #[allow(clippy::too_many_arguments)]
+    fn gamma(
+        &mut self,
+        kernel: &str,
+        size: &str,
+        got: &[f32],
+        want: &[f32],
+        abs_sum: &[f64],
+        k: usize,
+        lip: f64,
+    ) {
+        let tol = Tolerance::Gamma(k);
+        if got.len() != want.len() || want.len() != abs_sum.len() {
+            let msg = format!(
+                "lengths: got {}, want {}, Σ|t| {}",
+                got.len(),
+                want.len(),
+                abs_sum.len()
+            );
+            self.fail(kernel, size, tol, msg);
+            return;
+        }
+        let mut first = None;
+        let mut max_abs = 0.0f64;
+        for (i, ((&g, &w), &a)) in got.iter().zip(want).zip(abs_sum).enumerate() {
+            let d = (g as f64 - w as f64).abs();
+            let bound = lip * gamma_bound(k, a);
+            if d.is_nan() || d > max_abs {
+                max_abs = if max_abs.is_nan() { max_abs } else { d };
+            }
+            if (d.is_nan() || d > bound) && first.is_none() {
+                first = Some(format!(
+                    "[{i}]: got {g:e}, want {w:e}, |Δ| {d:e} > {bound:e}"
+                ));
+            }
+        }
+        let row = self.row(kernel, size, tol);
+        if max_abs.is_nan() || max_abs > row.max_abs {
+            row.max_abs = max_abs;
+        }
+        if let Some(msg) = first {
+            self.fail(kernel, size, tol, msg);
+        }
+    }
+
     /// A property that must hold (`what` says which, when it does not).
     fn holds(&mut self, kernel: &str, size: &str, ok: bool, what: impl FnOnce() -> String) {
         self.row(kernel, size, Tolerance::Exact);
@@ -265,6 +324,14 @@ pub fn sum_bound(terms: &[f32], libm_ulps: u32) -> f64 {
     ((n + n / 256.0 + 10.0 + libm_ulps as f64) * u * abs) / n + 2.0 * u * mean.abs()
 }
 
+/// 2·γ_K·`abs_sum`, γ_K = K·u/(1 − K·u), u = 2^−24: the bound on the difference of two f32
+/// evaluations, in any two orders (FMA or not), of a sum of K products whose absolute values
+/// add up to `abs_sum` (each is within γ_K·abs_sum of the exact value; Higham, ch. 3).
+pub fn gamma_bound(k: usize, abs_sum: f64) -> f64 {
+    let ku = k as f64 * f64::powi(2.0, -24);
+    2.0 * ku / (1.0 - ku) * abs_sum
+}
+
 /// A kernel family: its name and its checks.
 pub type Family<M> = (
     &'static str,
@@ -284,6 +351,7 @@ pub fn families<M: Memory>() -> Vec<Family<M>> {
         ("loss: count", count_correct::<M>),
         ("adam", adam_kernel::<M>),
         ("data", gather::<M>),
+        ("conv", conv::conv_kernels::<M>),
         // Last: its cases are fixed and use no seed (the others keep their historic seeds).
         ("rng", philox::<M>),
     ]

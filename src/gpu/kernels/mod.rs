@@ -15,6 +15,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod conv;
 pub mod data;
 pub mod elementwise;
 pub mod layout;

@@ -1,0 +1,490 @@
+//! Launches of kernels/conv.cu: conv2d and conv_transpose2d forward (bias and ReLU/LeakyReLU
+//! fused), backward-data, backward-filter (deterministic split-K) and the bias gradient. The
+//! CPU reference is [`crate::ops::conv`].
+//!
+//! The kernels work on one conv geometry (im = conv input, col = conv output, weight
+//! `[c_col, c_im, kh, kw]`); a conv-transpose puts its input on the col side and its output on
+//! the im side, so its passes are the conv kernels with the arguments swapped (convT forward =
+//! conv backward-data, convT backward-data = conv forward, convT backward-filter = conv
+//! backward-filter with the im and col tensors exchanged).
+
+use super::{check_len, count, elements, invalid, launch};
+use crate::gpu::{Buffer, GpuError, LaunchConfig, Memory};
+use crate::ops::activation::Activation;
+use crate::ops::conv::{conv2d_out_size, conv_transpose2d_out_size, Conv2dParams};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConvParams {
+    im: u64,
+    col: u64,
+    wt: u64,
+    bias: u64,
+    out: u64,
+    n: u32,
+    c_im: u32,
+    ih: u32,
+    iw: u32,
+    c_col: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    k_chunk: u32,
+    act: i32,
+    slope: f32,
+}
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 96);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConvSplitSumParams {
+    parts: u64,
+    out: u64,
+    len: u32,
+    splits: u32,
+}
+const _: () = assert!(std::mem::size_of::<ConvSplitSumParams>() == 24);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ConvBiasGradParams {
+    gy: u64,
+    gb: u64,
+    n: u32,
+    c: u32,
+    hw: u32,
+    pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<ConvBiasGradParams>() == 32);
+
+/// Threads per block of every conv kernel (`CONV_THREADS` in kernels/conv.cu).
+const THREADS: u32 = 256;
+/// The reduction step of the GEMM tiles (`CONV_BK`).
+const BK: usize = 16;
+/// Backward-filter splits its reduction until about this many blocks run (a constant, not
+/// the device's SM count, so the result's bits do not depend on the device)...
+const WGRAD_TARGET_BLOCKS: usize = 256;
+/// ...but never into slices shorter than this.
+const WGRAD_MIN_SLICE: usize = 256;
+
+/// A conv2d (`transposed = false`) or conv_transpose2d layer's shapes, in PyTorch's terms: x
+/// `[N, Cin, H, W]`; weight `[Cout, Cin, kh, kw]` for conv2d, `[Cin, Cout, kh, kw]` for
+/// conv_transpose2d; bias `[Cout]`; y `[N, Cout, Ho, Wo]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub x_dims: [usize; 4],
+    pub w_dims: [usize; 4],
+    pub p: Conv2dParams,
+    pub transposed: bool,
+}
+
+/// The conv geometry of conv.cu (im = conv input, col = conv output).
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c_im: usize,
+    ih: usize,
+    iw: usize,
+    c_col: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geom {
+    fn im_len(&self) -> usize {
+        self.n * self.c_im * self.ih * self.iw
+    }
+    fn col_len(&self) -> usize {
+        self.n * self.c_col * self.oh * self.ow
+    }
+    fn w_len(&self) -> usize {
+        self.c_col * self.c_im * self.kh * self.kw
+    }
+}
+
+impl ConvShape {
+    /// The output dims `[N, Cout, Ho, Wo]`.
+    pub fn y_dims(&self) -> Result<[usize; 4], GpuError> {
+        self.y_dims_for("conv")
+    }
+
+    fn y_dims_for(&self, kernel: &str) -> Result<[usize; 4], GpuError> {
+        let [n, c_in, h, w] = self.x_dims;
+        let [w0, w1, kh, kw] = self.w_dims;
+        if self.x_dims[1..].contains(&0) || self.w_dims.contains(&0) {
+            return Err(invalid(
+                kernel,
+                format!(
+                    "zero-sized dimension in x {:?} or weight {:?}",
+                    self.x_dims, self.w_dims
+                ),
+            ));
+        }
+        let (w_cin, c_out) = if self.transposed { (w0, w1) } else { (w1, w0) };
+        if c_in != w_cin {
+            return Err(invalid(
+                kernel,
+                format!(
+                    "x has {c_in} channels but the weight {:?} expects {w_cin}",
+                    self.w_dims
+                ),
+            ));
+        }
+        let out = if self.transposed {
+            conv_transpose2d_out_size
+        } else {
+            conv2d_out_size
+        };
+        let (s, pad) = (self.p.stride, self.p.padding);
+        let size = |i, k| out(i, k, s, pad).map_err(|e| invalid(kernel, e.to_string()));
+        Ok([n, c_out, size(h, kh)?, size(w, kw)?])
+    }
+
+    /// The conv geometry, every count it implies checked to fit the kernels' 32-bit indices.
+    fn geom(&self, kernel: &str) -> Result<Geom, GpuError> {
+        let y = self.y_dims_for(kernel)?;
+        let [n, _, h, w] = self.x_dims;
+        let [_, _, kh, kw] = self.w_dims;
+        let (im, col) = if self.transposed {
+            ([y[1], y[2], y[3]], [self.x_dims[1], h, w])
+        } else {
+            ([self.x_dims[1], h, w], [y[1], y[2], y[3]])
+        };
+        let g = Geom {
+            n,
+            c_im: im[0],
+            ih: im[1],
+            iw: im[2],
+            c_col: col[0],
+            oh: col[1],
+            ow: col[2],
+            kh,
+            kw,
+            stride: self.p.stride,
+            pad: self.p.padding,
+        };
+        // Every product the kernels form (tensor lengths, GEMM sizes, padded coordinates)
+        // stays below 2^31; checked in u128 so the check itself cannot overflow.
+        let prod = |d: &[usize]| d.iter().map(|&v| v as u128).product::<u128>();
+        let biggest = [
+            prod(&[g.n, g.c_im, g.ih, g.iw]),
+            prod(&[g.n, g.c_col, g.oh, g.ow]),
+            prod(&[g.c_col, g.c_im, g.kh, g.kw]),
+            prod(&[g.ih + g.pad + g.kh, g.stride + 1]),
+            prod(&[g.iw + g.pad + g.kw, g.stride + 1]),
+            prod(&[g.oh + g.ow, g.stride + 1]),
+        ];
+        if biggest.iter().any(|&v| v >= 1 << 31) {
+            return Err(invalid(
+                kernel,
+                format!("{self:?} is too large for 32-bit indexing"),
+            ));
+        }
+        Ok(g)
+    }
+}
+
+/// The tile shape for `m` GEMM rows: 16×256 for narrow outputs, 64×64 otherwise.
+fn tile(m: usize) -> (usize, usize, &'static str) {
+    if m <= 16 {
+        (16, 256, "16x256")
+    } else {
+        (64, 64, "64x64")
+    }
+}
+
+/// The launch grid of a GEMM pass, after checking it fits CUDA's limits.
+fn grid(kernel: &str, m: usize, n: usize, splits: usize) -> Result<LaunchConfig, GpuError> {
+    let (bm, bn, _) = tile(m);
+    let (gx, gy) = (n.div_ceil(bn).max(1), m.div_ceil(bm).max(1));
+    if gx >= 1 << 31 || gy > 65535 || splits > 65535 {
+        return Err(invalid(
+            kernel,
+            format!("grid {gx}×{gy}×{splits} too large"),
+        ));
+    }
+    Ok(LaunchConfig {
+        grid: [gx as u32, gy as u32, splits as u32],
+        block: [THREADS, 1, 1],
+        dynamic_smem: 0,
+    })
+}
+
+fn params(g: &Geom, k_chunk: usize) -> ConvParams {
+    ConvParams {
+        im: 0,
+        col: 0,
+        wt: 0,
+        bias: 0,
+        out: 0,
+        n: g.n as u32,
+        c_im: g.c_im as u32,
+        ih: g.ih as u32,
+        iw: g.iw as u32,
+        c_col: g.c_col as u32,
+        oh: g.oh as u32,
+        ow: g.ow as u32,
+        kh: g.kh as u32,
+        kw: g.kw as u32,
+        stride: g.stride as u32,
+        pad: g.pad as u32,
+        k_chunk: k_chunk.min(u32::MAX as usize) as u32,
+        act: -1,
+        slope: 0.0,
+    }
+}
+
+/// The kernel's activation code (GTA_ACT_* in kernels/params.cuh, −1 none) and slope.
+fn act_code(kernel: &str, act: Option<Activation>) -> Result<(i32, f32), GpuError> {
+    match act {
+        None => Ok((-1, 0.0)),
+        Some(Activation::Relu) => Ok((0, 0.0)),
+        Some(Activation::LeakyRelu { slope }) => Ok((1, slope)),
+        Some(a) => Err(invalid(
+            kernel,
+            format!("{} cannot be fused (only ReLU and LeakyReLU)", a.name()),
+        )),
+    }
+}
+
+/// `col = act(W · im2col(im) + bias)`: conv forward, or convT backward-data (bias and act
+/// then None).
+#[allow(clippy::too_many_arguments)]
+fn fwd_pass<M: Memory>(
+    exec: &M,
+    g: &Geom,
+    im: &M::Buf<f32>,
+    w: &M::Buf<f32>,
+    bias: Option<&M::Buf<f32>>,
+    act: (i32, f32),
+    col: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
+    let (m, n, k) = (g.c_col, g.n * g.oh * g.ow, g.c_im * g.kh * g.kw);
+    let kernel = format!("conv_fwd_{}", tile(m).2);
+    let kn = kernel.as_str();
+    check_len(kn, "im", im, g.im_len())?;
+    check_len(kn, "weight", w, g.w_len())?;
+    check_len(kn, "out", col, g.col_len())?;
+    if let Some(b) = bias {
+        check_len(kn, "bias", b, g.c_col)?;
+    }
+    if g.n == 0 {
+        return Ok(());
+    }
+    let cfg = grid(kn, m, n, 1)?;
+    let p = ConvParams {
+        im: im.device_ptr(),
+        wt: w.device_ptr(),
+        bias: bias.map_or(0, |b| b.device_ptr()),
+        out: col.device_ptr(),
+        act: act.0,
+        slope: act.1,
+        ..params(g, k)
+    };
+    // SAFETY: im, weight, out (and bias) hold exactly the lengths the geometry implies
+    // (checked); the kernel reads im/weight/bias and writes out only at indices of valid
+    // (m < c_col, pixel < n·oh·ow, tap inside the image) GEMM entries; all indices < 2^31.
+    unsafe { launch(exec, kn, cfg, &p) }
+}
+
+/// `im = act(col2im(Wᵀ · col) + bias)`: conv backward-data, or convT forward.
+#[allow(clippy::too_many_arguments)]
+fn bwd_data_pass<M: Memory>(
+    exec: &M,
+    g: &Geom,
+    col: &M::Buf<f32>,
+    w: &M::Buf<f32>,
+    bias: Option<&M::Buf<f32>>,
+    act: (i32, f32),
+    im: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
+    let (m, n, k) = (g.c_im, g.n * g.ih * g.iw, g.c_col * g.kh * g.kw);
+    let kernel = format!("conv_bwd_data_{}", tile(m).2);
+    let kn = kernel.as_str();
+    check_len(kn, "col", col, g.col_len())?;
+    check_len(kn, "weight", w, g.w_len())?;
+    check_len(kn, "out", im, g.im_len())?;
+    if let Some(b) = bias {
+        check_len(kn, "bias", b, g.c_im)?;
+    }
+    if g.n == 0 {
+        return Ok(());
+    }
+    let cfg = grid(kn, m, n, 1)?;
+    let p = ConvParams {
+        col: col.device_ptr(),
+        wt: w.device_ptr(),
+        bias: bias.map_or(0, |b| b.device_ptr()),
+        out: im.device_ptr(),
+        act: act.0,
+        slope: act.1,
+        ..params(g, k)
+    };
+    // SAFETY: col, weight, out (and bias) hold exactly the geometry's lengths (checked); the
+    // kernel reads col only at taps inside [0, oh)×[0, ow) and writes out at m < c_im, pixel
+    // < n·ih·iw; all indices < 2^31.
+    unsafe { launch(exec, kn, cfg, &p) }
+}
+
+/// How backward-filter splits its reduction of length `k` for an `m`×`n` weight GEMM:
+/// (splits, slice length). A function of the shapes only.
+fn wgrad_split(m: usize, n: usize, k: usize) -> (usize, usize) {
+    let (bm, bn, _) = tile(m);
+    let tiles = m.div_ceil(bm) * n.div_ceil(bn);
+    let want = WGRAD_TARGET_BLOCKS
+        .div_ceil(tiles)
+        .min(k.div_ceil(WGRAD_MIN_SLICE))
+        .max(1);
+    let slice = k.div_ceil(want).div_ceil(BK).max(1) * BK;
+    (k.div_ceil(slice).max(1), slice)
+}
+
+fn wgrad_dims(g: &Geom) -> (usize, usize, usize) {
+    (g.c_col, g.c_im * g.kh * g.kw, g.n * g.oh * g.ow)
+}
+
+impl ConvShape {
+    fn wgrad_split(&self) -> Option<(usize, usize)> {
+        let g = self.geom("conv_wgrad").ok()?;
+        let (m, n, k) = wgrad_dims(&g);
+        Some(wgrad_split(m, n, k))
+    }
+}
+
+/// Floats of workspace [`backward_filter`] needs for `s` (0 when it needs none, or when the
+/// shape is invalid: [`backward_filter`] then reports the error).
+pub fn workspace_len(s: &ConvShape) -> usize {
+    match s.wgrad_split() {
+        Some((splits, _)) if splits > 1 => splits * s.w_dims.iter().product::<usize>(),
+        _ => 0,
+    }
+}
+
+/// Forward: `y = act(conv(x, w) + bias)` (or conv_transpose2d). `act` may be ReLU or
+/// LeakyReLU (fused into the store); any other activation is an error.
+pub fn forward<M: Memory>(
+    exec: &M,
+    s: &ConvShape,
+    x: &M::Buf<f32>,
+    w: &M::Buf<f32>,
+    bias: Option<&M::Buf<f32>>,
+    act: Option<Activation>,
+    y: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
+    let g = s.geom("conv_forward")?;
+    let act = act_code("conv_forward", act)?;
+    if s.transposed {
+        bwd_data_pass(exec, &g, x, w, bias, act, y)
+    } else {
+        fwd_pass(exec, &g, x, w, bias, act, y)
+    }
+}
+
+/// Backward-data: `gx` from `gy` and `w`.
+pub fn backward_data<M: Memory>(
+    exec: &M,
+    s: &ConvShape,
+    gy: &M::Buf<f32>,
+    w: &M::Buf<f32>,
+    gx: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
+    let g = s.geom("conv_backward_data")?;
+    if s.transposed {
+        fwd_pass(exec, &g, gy, w, None, (-1, 0.0), gx)
+    } else {
+        bwd_data_pass(exec, &g, gy, w, None, (-1, 0.0), gx)
+    }
+}
+
+/// Backward-filter: `gw` (the weight's shape) from `x` and `gy`, deterministic. `workspace`
+/// must hold at least [`workspace_len`] floats (it may be longer, e.g. a shared scratch
+/// buffer; its contents are overwritten).
+pub fn backward_filter<M: Memory>(
+    exec: &M,
+    s: &ConvShape,
+    x: &M::Buf<f32>,
+    gy: &M::Buf<f32>,
+    workspace: &mut M::Buf<f32>,
+    gw: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
+    let g = s.geom("conv_wgrad")?;
+    let (im, col) = if s.transposed { (gy, x) } else { (x, gy) };
+    let (m, n, k) = wgrad_dims(&g);
+    let (splits, slice) = wgrad_split(m, n, k);
+    let kernel = format!("conv_wgrad_{}", tile(m).2);
+    let kn = kernel.as_str();
+    check_len(kn, "im", im, g.im_len())?;
+    check_len(kn, "col", col, g.col_len())?;
+    check_len(kn, "gw", gw, g.w_len())?;
+    let ws = if splits > 1 { splits * g.w_len() } else { 0 };
+    if workspace.len() < ws {
+        return Err(invalid(
+            kn,
+            format!("workspace holds {} floats, needs {ws}", workspace.len()),
+        ));
+    }
+    count(kn, ws)?;
+    let cfg = grid(kn, m, n, splits)?;
+    let out = if splits > 1 {
+        workspace.device_ptr()
+    } else {
+        gw.device_ptr()
+    };
+    let p = ConvParams {
+        im: im.device_ptr(),
+        col: col.device_ptr(),
+        out,
+        ..params(&g, slice)
+    };
+    // SAFETY: im and col hold the geometry's lengths, gw c_col·c_im·kh·kw floats (checked);
+    // the kernel reads taps inside the image only and writes out[(z·m + i)·n + j] for i < m,
+    // j < n, z < splits: within gw when splits = 1, else within the workspace (≥ splits·m·n
+    // floats, checked).
+    unsafe { launch(exec, kn, cfg, &p) }?;
+    if splits == 1 {
+        return Ok(());
+    }
+    const KS: &str = "conv_split_sum";
+    let len = g.w_len();
+    let p = ConvSplitSumParams {
+        parts: workspace.device_ptr(),
+        out: gw.device_ptr(),
+        len: count(KS, len)?,
+        splits: splits as u32,
+    };
+    // SAFETY: the workspace holds ≥ splits·len floats, gw len (checked above); indices
+    // s·len + i with s < splits, i < len only.
+    unsafe { launch(exec, KS, elements(len), &p) }
+}
+
+/// Bias gradient: `gb[c] = Σ gy[n][c][h][w]`, in a fixed order (deterministic).
+pub fn backward_bias<M: Memory>(
+    exec: &M,
+    s: &ConvShape,
+    gy: &M::Buf<f32>,
+    gb: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
+    const K: &str = "conv_bias_grad";
+    let [n, c, h, w] = s.y_dims_for(K)?;
+    s.geom(K)?;
+    check_len(K, "gy", gy, n * c * h * w)?;
+    check_len(K, "gb", gb, c)?;
+    let p = ConvBiasGradParams {
+        gy: gy.device_ptr(),
+        gb: gb.device_ptr(),
+        n: count(K, n)?,
+        c: count(K, c)?,
+        hw: count(K, h * w)?,
+        pad: 0,
+    };
+    // SAFETY: gy holds n·c·h·w floats, gb c (checked); block `ch < c` reads channel ch of
+    // every sample and writes gb[ch].
+    unsafe { launch(exec, K, LaunchConfig::linear(count(K, c)?, THREADS), &p) }
+}

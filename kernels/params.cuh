@@ -270,3 +270,106 @@ struct ConvBiasGradParams {
     unsigned pad;
 };
 static_assert(sizeof(ConvBiasGradParams) == 32, "ConvBiasGradParams size");
+
+// ---- kernels/batchnorm.cu (src/gpu/kernels/batchnorm.rs) ----
+// x is [n][c][hw] (NCHW with hw = H·W); per-channel vectors have c elements. One block of
+// GTA_BN_THREADS threads per channel (train forward, both backwards); the eval forward is a
+// 2-D grid (x: chunks of the channel's n·hw values, y: the channel).
+#define GTA_BN_THREADS 256
+// Fused activation after the normalization: GTA_BN_ACT_NONE, or GTA_ACT_RELU /
+// GTA_ACT_LEAKY_RELU (with `slope`).
+#define GTA_BN_ACT_NONE (-1)
+
+// Forward. Train: batch statistics -> save_mean, save_invstd; running_mean/var updated in
+// place (PyTorch's rule). Eval: normalizes with running_mean/var (read only); save_* unused.
+struct BatchNormForwardParams {
+    const float* x;
+    const float* weight;
+    const float* bias;
+    float* y;
+    float* running_mean;
+    float* running_var;
+    float* save_mean;
+    float* save_invstd;
+    unsigned n;
+    unsigned c;
+    unsigned hw;
+    int act;
+    float eps;
+    float momentum;
+    float slope;
+    unsigned pad;
+};
+static_assert(sizeof(BatchNormForwardParams) == 96, "BatchNormForwardParams size");
+
+// Backward. Train: `mean`/`stat` are the saved batch mean and invstd. Eval: the running mean
+// and running var (invstd = 1/sqrt(var + eps), as the CPU computes it). gx, gw, gb may each be
+// null (not computed).
+struct BatchNormBackwardParams {
+    const float* x;
+    const float* weight;
+    const float* gy;
+    const float* mean;
+    const float* stat;
+    float* gx;
+    float* gw;
+    float* gb;
+    unsigned n;
+    unsigned c;
+    unsigned hw;
+    float eps;
+};
+static_assert(sizeof(BatchNormBackwardParams) == 80, "BatchNormBackwardParams size");
+
+// ---- kernels/pool.cu (src/gpu/kernels/pool.rs) ----
+// Max pool, kernel = stride = k, floor mode: x [planes][h][w] -> y, argmax [planes][ho][wo]
+// with ho = h / k, wo = w / k. argmax is the plane-relative input index ih·w + iw.
+struct MaxPoolForwardParams {
+    const float* x;
+    float* y;
+    unsigned* argmax;
+    unsigned planes;
+    unsigned h;
+    unsigned w;
+    unsigned k;
+    unsigned ho;
+    unsigned wo;
+};
+static_assert(sizeof(MaxPoolForwardParams) == 48, "MaxPoolForwardParams size");
+
+// gx [planes][h][w] (every element written) from gy, argmax [planes][ho][wo].
+struct MaxPoolBackwardParams {
+    const float* gy;
+    const unsigned* argmax;
+    float* gx;
+    unsigned planes;
+    unsigned h;
+    unsigned w;
+    unsigned k;
+    unsigned ho;
+    unsigned wo;
+};
+static_assert(sizeof(MaxPoolBackwardParams) == 48, "MaxPoolBackwardParams size");
+
+// ---- kernels/linear.cu (src/gpu/kernels/linear.rs) ----
+// C[m][n] = Σ_k A(m, k)·B(k, n) (+ bias[n] when non-null), all row-major, where the kernel
+// name gives the layouts: linear_gemm_nt: A = a[m][k], B = b[n][k] (y = x·Wᵀ + b);
+// linear_gemm_nn: A = a[m][k], B = b[k][n] (gx = gy·W); linear_gemm_tn: A = a[k][m],
+// B = b[k][n] (gw = gyᵀ·x). Tiles GTA_GEMM_BM × GTA_GEMM_BN, GTA_GEMM_BK deep,
+// GTA_GEMM_THREADS threads. bias_cols: db[j] = Σ_i a[i][j] (m rows, n columns; b, c unused
+// except c = db).
+#define GTA_GEMM_BM 64
+#define GTA_GEMM_BN 64
+#define GTA_GEMM_BK 16
+#define GTA_GEMM_THREADS 256
+struct GemmParams {
+    const float* a;
+    const float* b;
+    const float* bias;
+    float* c;
+    unsigned m;
+    unsigned n;
+    unsigned k;
+    unsigned pad;
+};
+static_assert(sizeof(GemmParams) == 48, "GemmParams size");

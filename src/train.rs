@@ -407,25 +407,44 @@ pub fn run_on(
     epochs_override: Option<usize>,
     progress: &mut dyn Progress,
 ) -> Result<RunSummary> {
-    let args = (cfg, out, resume, force, epochs_override, progress);
+    let args = RunArgs {
+        cfg,
+        out,
+        resume,
+        force,
+        epochs_override,
+    };
     match device {
-        Device::Cpu => run_with(Cpu, args),
-        Device::Emulator => run_with(Gpu::new(crate::gpu::Emulator::new()), args),
-        Device::Cuda => run_with(Gpu::new(crate::gpu::cuda::CudaExecutor::new()?), args),
+        Device::Cpu => run_with(Cpu, args, progress),
+        Device::Emulator => run_with(Gpu::new(crate::gpu::Emulator::new()), args, progress),
+        Device::Cuda => run_with(
+            Gpu::new(crate::gpu::cuda::CudaExecutor::new()?),
+            args,
+            progress,
+        ),
     }
 }
 
-type RunArgs<'a> = (
-    Option<RunConfig>,
-    &'a Path,
-    bool,
-    bool,
-    Option<usize>,
-    &'a mut dyn Progress,
-);
+struct RunArgs<'a> {
+    cfg: Option<RunConfig>,
+    out: &'a Path,
+    resume: bool,
+    force: bool,
+    epochs_override: Option<usize>,
+}
 
-fn run_with<B: Backend>(backend: B, args: RunArgs<'_>) -> Result<RunSummary> {
-    let (cfg, out, resume, force, epochs_override, progress) = args;
+fn run_with<B: Backend>(
+    backend: B,
+    args: RunArgs<'_>,
+    progress: &mut dyn Progress,
+) -> Result<RunSummary> {
+    let RunArgs {
+        cfg,
+        out,
+        resume,
+        force,
+        epochs_override,
+    } = args;
     let dir = RunDir {
         root: out.to_path_buf(),
     };

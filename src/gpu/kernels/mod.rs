@@ -15,11 +15,14 @@
 
 pub mod activation;
 pub mod adam;
+pub mod batchnorm;
 pub mod conv;
 pub mod data;
 pub mod elementwise;
 pub mod layout;
+pub mod linear;
 pub mod loss;
+pub mod pool;
 pub mod rng;
 pub mod selftest;
 

@@ -1,0 +1,215 @@
+//! The whole GTA iteration on the GPU backend against the CPU backend: every experiment at a
+//! tiny configuration (widths 4, nz 8, batch 3), a few iterations from the same initial state,
+//! batch and noise, on the SIMT emulator always and on a real GPU when one is present.
+//!
+//! What may differ: the kernels sum in other orders than the CPU code (tiled GEMMs, tree
+//! reductions), so results agree to rounding, not to the bit. Tolerances:
+//! - losses of every iteration: 1e-4 relative (a few ulps of f32 grown over the iterations);
+//! - the first iteration's gradients handed to Adam: 1e-4 of the network's largest gradient;
+//! - final state (weights, running statistics): 1e-4 of the tensor's largest value, except
+//!   elements whose gradient is at rounding level (conv biases in front of a train-mode batch
+//!   norm, analytically zero): Adam moves those by up to lr per step whatever their sign, so
+//!   they are bounded by 2·Σlr (the same contract as tests/gta_parity.rs).
+//!
+//! Also checked: after the first iteration the arena makes no driver allocation (same memory
+//! every iteration), and the device state round-trips through the CPU exactly.
+
+use gtadapt::backend::gpu::Gpu;
+use gtadapt::backend::Backend;
+use gtadapt::gpu::{cuda, Emulator, Memory};
+use gtadapt::gta::{Batch, Experiment, Hyper, Noise, Trainer};
+use gtadapt::models::Widths;
+use gtadapt::rng;
+use gtadapt::Tensor;
+
+const BATCH: usize = 3;
+const ITERATIONS: usize = 3;
+const SEED: u64 = 5;
+
+fn hyper() -> Hyper {
+    Hyper {
+        widths: Widths {
+            ndf: 4,
+            ngf: 4,
+            nz: 8,
+        },
+        ..Hyper::default()
+    }
+}
+
+fn normal(stream: u64, offset: u64, dims: &[usize], scale: f32) -> Tensor {
+    let mut v = vec![0.0f32; dims.iter().product()];
+    rng::normal(SEED, stream, offset, &mut v);
+    v.iter_mut().for_each(|x| *x *= scale);
+    Tensor::new(dims, v).unwrap()
+}
+
+fn batch(it: usize) -> Batch {
+    let o = it as u64 * 100_000;
+    let x_s = normal(1, o, &[BATCH, 3, 32, 32], 1.0);
+    let x_t = normal(2, o, &[BATCH, 3, 32, 32], 1.0);
+    let y_s = (0..BATCH).map(|i| ((i * 7 + it * 3) % 10) as u32).collect();
+    Batch::from_normalized(x_s, y_s, x_t).unwrap()
+}
+
+fn noise(it: usize) -> Noise {
+    let nz = hyper().widths.nz;
+    Noise {
+        z_s: normal(3, it as u64 * 1000, &[BATCH, nz], 1.0),
+        z_t: normal(4, it as u64 * 1000, &[BATCH, nz], 1.0),
+    }
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Tensors whose gradient is analytically zero: biases of a conv directly followed by a
+/// train-mode batch norm (D's feature convs).
+fn adam_bounded(name: &str) -> bool {
+    name.starts_with("netD.feature.") && name.ends_with(".bias")
+}
+
+fn check_experiment<M: Memory + 'static>(exec: M, exp: Experiment) {
+    let what = format!("{} on {}", exp.name(), exec.name());
+    let mut cpu = Trainer::new(exp, hyper(), SEED);
+    cpu.record_grads = true;
+    let gpu_backend = Gpu::new(exec);
+    let mut gpu = cpu.to_backend(gpu_backend.clone()).unwrap();
+
+    // The state round-trips exactly (upload, download).
+    let back = gpu.to_cpu().unwrap();
+    for (a, b) in cpu.networks().iter().zip(back.networks()) {
+        for ((na, ta, _), (_, tb, _)) in a.named_tensors().iter().zip(b.named_tensors()) {
+            assert_eq!(*ta, tb, "{what}: {na} changed in the round trip");
+        }
+    }
+
+    let mut lr_sum = 0.0f32;
+    let mut allocations_after_first = None;
+    for it in 0..ITERATIONS {
+        lr_sum += hyper().lr as f32;
+        let (b, z) = (batch(it), noise(it));
+        let lc = cpu.step(&b, &z).unwrap();
+        let lg = gpu
+            .step(&b, &z)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        for (name, c, g) in [
+            ("D", lc.d, lg.d),
+            ("G", lc.g, lg.g),
+            ("C", lc.c, lg.c),
+            ("F", lc.f, lg.f),
+        ] {
+            let bound = 1e-4 * c.abs().max(1.0);
+            assert!(
+                (c - g).abs() <= bound,
+                "{what}: iteration {it} loss {name}: cpu {c}, gpu {g} (bound {bound:e})"
+            );
+        }
+        if it == 0 {
+            let stats = gpu_backend.memory_stats().unwrap();
+            allocations_after_first = Some(stats.arena_driver_allocations);
+            // Iteration 1's gradients, network by network, in update order.
+            assert_eq!(cpu.recorded_grads.len(), gpu.recorded_grads.len());
+            for ((ni, gc), (_, gg)) in cpu.recorded_grads.iter().zip(&gpu.recorded_grads) {
+                let scale = gc.iter().map(|t| max_abs(t.data())).fold(0.0, f32::max);
+                let names: Vec<String> = cpu.networks()[*ni]
+                    .params
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
+                for ((a, b), name) in gc.iter().zip(gg).zip(names) {
+                    let d = max_diff(a.data(), b.data());
+                    assert!(
+                        d <= 1e-4 * scale.max(1e-6),
+                        "{what}: gradient of network {ni} {name}: max |Δ| {d:e} (largest {scale:e})"
+                    );
+                }
+            }
+        }
+    }
+    // The first reset sized the arena for a whole iteration: one more allocation (the chunk)
+    // at most, then none.
+    let stats = gpu_backend.memory_stats().unwrap();
+    assert!(
+        stats.arena_driver_allocations <= allocations_after_first.unwrap() + 1,
+        "{what}: the arena kept allocating after the first iteration: {stats:?}"
+    );
+
+    let final_gpu = gpu.to_cpu().unwrap();
+    for (a, b) in cpu.networks().iter().zip(final_gpu.networks()) {
+        for ((name, ta, _), (_, tb, _)) in a.named_tensors().iter().zip(b.named_tensors()) {
+            let d = max_diff(ta, tb);
+            let bound = if adam_bounded(name) {
+                2.0 * lr_sum
+            } else {
+                1e-4 * max_abs(ta).max(1.0)
+            };
+            assert!(
+                d <= bound,
+                "{what}: final {name}: max |Δ| {d:e} > {bound:e}"
+            );
+        }
+    }
+    assert_eq!(cpu.iteration, gpu.iteration);
+}
+
+fn on_every_executor(exp: Experiment) {
+    check_experiment(Emulator::new(), exp);
+    if let Some(gpu) = cuda::executor_for_tests() {
+        check_experiment(gpu, exp);
+    }
+}
+
+#[test]
+fn exp1_matches_the_cpu_backend() {
+    on_every_executor(Experiment::Exp1);
+}
+
+#[test]
+fn exp3_matches_the_cpu_backend() {
+    on_every_executor(Experiment::Exp3);
+}
+
+#[test]
+fn source_only_matches_the_cpu_backend() {
+    on_every_executor(Experiment::SourceOnly);
+}
+
+#[test]
+fn exp2_matches_the_cpu_backend() {
+    on_every_executor(Experiment::Exp2);
+}
+
+#[test]
+fn evaluation_logits_match_the_cpu_backend() {
+    let cpu = Trainer::new(Experiment::Exp1, hyper(), SEED);
+    let mut gpu = cpu.to_backend(Gpu::new(Emulator::new())).unwrap();
+    let mut cpu = cpu;
+    let x = normal(9, 0, &[5, 3, 32, 32], 1.0);
+    let a = cpu.logits(x.clone()).unwrap();
+    let b = gpu.logits(x).unwrap();
+    assert_eq!(a.dims(), b.dims());
+    let d = max_diff(a.data(), b.data());
+    assert!(d <= 1e-5 * max_abs(a.data()).max(1.0), "logits: max |Δ| {d:e}");
+}
+
+#[test]
+fn a_tensor_from_an_earlier_iteration_is_refused() {
+    let b = Gpu::new(Emulator::new());
+    let t = b.upload(&Tensor::zeros([4]).unwrap()).unwrap();
+    b.begin_iteration().unwrap();
+    let err = b.scale(&t, 2.0).unwrap_err().to_string();
+    assert!(err.contains("do not outlive their iteration"), "{err}");
+    // Persistent tensors stay valid.
+    let p = b.upload_persistent(&Tensor::zeros([4]).unwrap()).unwrap();
+    b.begin_iteration().unwrap();
+    assert_eq!(b.download(&b.scale(&p, 2.0).unwrap()).unwrap().data(), &[0.0; 4]);
+}

@@ -31,7 +31,7 @@
 // Cost per pass: 2·M·N·K FLOPs (conv forward: 2·n·c_col·oh·ow·c_im·kh·kw). Bytes: each block
 // reads its A and B tiles once per K step: (BM + BN)·K·4 bytes per tile of C, i.e. per output
 // K·(1/BN + 1/BM)·4 bytes from L2/DRAM for its 2·K FLOPs (a 64×64 tile: 16 FLOPs per byte;
-// 16×256: 6.4), plus the output written once. The gathered B re-reads each input ~kh·kw/s²
+// 16×256: 7.5), plus the output written once. The gathered B re-reads each input ~kh·kw/s²
 // times across tiles (cache hits, not extra DRAM traffic, when the tiles of an image are close).
 #include "common.cuh"
 

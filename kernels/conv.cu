@@ -8,29 +8,31 @@
 //   kernel           GEMM  C[M][N] = Σ_k A[M][K]·B[K][N]         conv pass       convT pass
 //   conv_fwd_*       M=c_col N=n·oh·ow K=c_im·kh·kw              forward         backward-data
 //                    A = weight rows, B = im patches (gathered)
-//   conv_bwd_data_*  M=c_im  N=n·ih·iw K=c_col·kh·kw             backward-data   forward
-//                    A = weightᵀ, B = col entries that hit the pixel (stride-divisible taps)
+//   conv_bwd_data_*  M=c_im  N≈n·ih·iw/s² K≈c_col·kh·kw/s²       backward-data   forward
+//                    A = weightᵀ, B = col entries that hit the pixel; one GEMM per phase
 //   conv_wgrad_*     M=c_col N=c_im·kh·kw K=n·oh·ow              backward-filter backward-filter
 //                    A = col (gy or convT x), B = im patches; K split over gridDim.z
 //   conv_split_sum   out[i] = Σ_s parts[s][i], s in order (the wgrad splits, deterministic)
 //   conv_bias_grad   gb[c] = Σ_{n,h,w} gy[n][c][h][w], fixed per-thread order then a tree
 // fwd and bwd_data add an optional bias per output channel (M) and fuse ReLU/LeakyReLU.
 // B is gathered from the image on the fly into shared memory (no im2col buffer); padding and
-// taps a stride skips read as 0.
+// taps a stride skips read as 0. bwd_data runs one grid.z slice per stride phase of the output
+// pixels, so it multiplies only the taps that reach them (no s² waste for strided convs).
 //
 // Tiling: one block of 256 threads computes a BM×BN tile of C, each thread 4×4 outputs (rows
 // ty + (BM/4)·i, columns tx + (BN/4)·j: conflict-free shared reads), over K in steps of 16 with
 // the A tile (16×BM, padded +1 against bank conflicts) and the B tile (16×BN) in shared memory.
 // Two tile shapes: 64×64 (the *_64x64 kernels) and 16×256 (*_16x256, for M ≤ 16: RGB outputs,
-// 1-channel heads). Grid: x = N tiles, y = M tiles, z = K splits (wgrad only; 1 otherwise).
+// 1-channel heads). Grid: x = N tiles, y = M tiles, z = K splits (wgrad) or s² phases.
 // Every thread accumulates its outputs in K order, so results do not depend on scheduling; no
 // floating-point atomics anywhere. The wgrad split count and the tile shape depend on the
 // shapes only (src/gpu/kernels/conv.rs), so results are reproducible bit for bit.
 //
 // Cost per pass: 2·M·N·K FLOPs (conv forward: 2·n·c_col·oh·ow·c_im·kh·kw). Bytes: each block
 // reads its A and B tiles once per K step: (BM + BN)·K·4 bytes per tile of C, i.e. per output
-// K·(1/BN + 1/BM)·4 bytes from L2 (a 64×64 tile: 8 FLOPs per byte), plus the output once.
-// bwd_data with stride s > 1 gathers s² times more taps than it uses (those multiply zeros).
+// K·(1/BN + 1/BM)·4 bytes from L2/DRAM for its 2·K FLOPs (a 64×64 tile: 16 FLOPs per byte;
+// 16×256: 7.5), plus the output written once. The gathered B re-reads each input ~kh·kw/s²
+// times across tiles (cache hits, not extra DRAM traffic, when the tiles of an image are close).
 #include "common.cuh"
 
 #define CONV_BK 16
@@ -54,25 +56,39 @@ template <int MODE, int BM, int BN> __device__ __forceinline__ void conv_gemm(co
     const unsigned tid = threadIdx.x;
     const unsigned khw = p.kh * p.kw;
     const unsigned ihw = p.ih * p.iw, ohw = p.oh * p.ow;
+    const int s = (int)p.stride, pad = (int)p.pad;
+    // bwd_data: blockIdx.z is the stride phase (py, px) = ((y + pad) % s, (x + pad) % s) of
+    // the block's pixels; only taps ki ≡ py, kj ≡ px (mod s) reach them: nth×ntw of them.
+    // The phase's pixels are y = y_first + s·u, u < cnt_y (likewise x).
+    unsigned py = 0, px = 0, y_first = 0, x_first = 0, cnt_y = 0, cnt_x = 0, nth = 0, ntw = 0;
+    if (MODE == CONV_BWD_DATA) {
+        const unsigned us = p.stride, upad = p.pad % p.stride;
+        py = blockIdx.z / us, px = blockIdx.z % us;
+        y_first = (py + us - upad) % us, x_first = (px + us - upad) % us;
+        cnt_y = y_first < p.ih ? (p.ih - y_first + us - 1) / us : 0;
+        cnt_x = x_first < p.iw ? (p.iw - x_first + us - 1) / us : 0;
+        nth = py < p.kh ? (p.kh - py + us - 1) / us : 0;
+        ntw = px < p.kw ? (p.kw - px + us - 1) / us : 0;
+    }
+    const unsigned ntap = nth * ntw, cnt = cnt_y * cnt_x;
     unsigned M, N, K;
     if (MODE == CONV_FWD) {
         M = p.c_col, N = p.n * ohw, K = p.c_im * khw;
     } else if (MODE == CONV_BWD_DATA) {
-        M = p.c_im, N = p.n * ihw, K = p.c_col * khw;
+        M = p.c_im, N = p.n * cnt, K = p.c_col * ntap;
     } else {
         M = p.c_col, N = p.c_im * khw, K = p.n * ohw;
     }
     const unsigned m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    const unsigned k_begin = blockIdx.z * p.k_chunk;
+    const unsigned k_begin = MODE == CONV_WGRAD ? blockIdx.z * p.k_chunk : 0;
     const unsigned k_end = min(K, k_begin + p.k_chunk);
-    const int s = (int)p.stride, pad = (int)p.pad;
 
     // This thread's B column, fixed for the whole K loop: its decomposition is hoisted.
     const unsigned jb = tid % BN, j = n0 + jb;
     const bool j_ok = j < N;
     const unsigned kb = tid / BN;
     unsigned jb_img = 0;       // fwd/bwd_data: offset of sample b in the gathered tensor
-    int jy = 0, jx = 0;        // fwd: y·s − pad; bwd_data: y + pad; wgrad: ki − pad
+    int jy = 0, jx = 0;        // fwd: y·s − pad; bwd_data: (y + pad − py)/s; wgrad: ki − pad
     unsigned jci = 0;          // wgrad: the im channel of the column
     if (j_ok) {
         if (MODE == CONV_FWD) {
@@ -81,10 +97,10 @@ template <int MODE, int BM, int BN> __device__ __forceinline__ void conv_gemm(co
             jy = (int)(q / p.ow) * s - pad;
             jx = (int)(q % p.ow) * s - pad;
         } else if (MODE == CONV_BWD_DATA) {
-            const unsigned b = j / ihw, q = j % ihw;
+            const unsigned b = j / cnt, q = j % cnt;
             jb_img = b * p.c_col * ohw;
-            jy = (int)(q / p.iw) + pad;
-            jx = (int)(q % p.iw) + pad;
+            jy = (int)((y_first + (q / cnt_x) * p.stride + p.pad - py) / p.stride);
+            jx = (int)((x_first + (q % cnt_x) * p.stride + p.pad - px) / p.stride);
         } else {
             jci = j / khw;
             const unsigned r = j % khw;
@@ -109,7 +125,9 @@ template <int MODE, int BM, int BN> __device__ __forceinline__ void conv_gemm(co
                 if (MODE == CONV_FWD) {
                     a_off = k;
                 } else if (MODE == CONV_BWD_DATA) {
-                    a_off = (k / khw) * p.c_im * khw + k % khw;
+                    const unsigned t = k % ntap;
+                    const unsigned ki = py + (t / ntw) * p.stride, kj = px + (t % ntw) * p.stride;
+                    a_off = (k / ntap) * p.c_im * khw + ki * p.kw + kj;
                 } else {
                     a_off = (k / ohw) * p.c_col * ohw + k % ohw;
                 }
@@ -137,13 +155,10 @@ template <int MODE, int BM, int BN> __device__ __forceinline__ void conv_gemm(co
                     if (iy >= 0 && iy < (int)p.ih && ix >= 0 && ix < (int)p.iw)
                         v = p.im[jb_img + (ci * p.ih + (unsigned)iy) * p.iw + (unsigned)ix];
                 } else if (MODE == CONV_BWD_DATA) {
-                    const unsigned co = k / khw, t = k % khw;
-                    const int ty = jy - (int)(t / p.kw), tx = jx - (int)(t % p.kw);
-                    if (ty >= 0 && tx >= 0 && ty % s == 0 && tx % s == 0) {
-                        const unsigned y = (unsigned)(ty / s), x = (unsigned)(tx / s);
-                        if (y < p.oh && x < p.ow)
-                            v = p.col[jb_img + (co * p.oh + y) * p.ow + x];
-                    }
+                    const unsigned co = k / ntap, t = k % ntap;
+                    const int y = jy - (int)(t / ntw), x = jx - (int)(t % ntw);
+                    if (y >= 0 && y < (int)p.oh && x >= 0 && x < (int)p.ow)
+                        v = p.col[jb_img + (co * p.oh + (unsigned)y) * p.ow + (unsigned)x];
                 } else {
                     const unsigned b = k / ohw, q = k % ohw;
                     const int iy = (int)(q / p.ow) * s + jy, ix = (int)(q % p.ow) * s + jx;
@@ -181,9 +196,14 @@ template <int MODE, int BM, int BN> __device__ __forceinline__ void conv_gemm(co
             float v = acc[i][jj] + bias;
             if (p.act == GTA_ACT_RELU) v = v > 0.0f ? v : 0.0f;
             else if (p.act == GTA_ACT_LEAKY_RELU) v = v > 0.0f ? v : v * p.slope;
-            const unsigned plane = MODE == CONV_FWD ? ohw : ihw;
-            const unsigned b = jo / plane, q = jo % plane;
-            p.out[(b * M + m) * plane + q] = v;
+            if (MODE == CONV_FWD) {
+                p.out[(jo / ohw * M + m) * ohw + jo % ohw] = v;
+            } else {
+                const unsigned b = jo / cnt, q = jo % cnt;
+                const unsigned y = y_first + (q / cnt_x) * p.stride;
+                const unsigned x = x_first + (q % cnt_x) * p.stride;
+                p.out[((b * M + m) * p.ih + y) * p.iw + x] = v;
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 //! against [`crate::ops::conv`] on fresh random inputs, outputs poisoned with NaN first.
 //!
 //! Shapes: each conv layer of the GTA networks (src/models.rs) at batch 2 with widths reduced
-//! for emulator speed (ndf = ngf = 8, G's input 27 channels; F2's 3→32 kept), plus awkward
-//! ones: batch 1 and 3, odd channel counts (3, 5, 7, 67 > one 64-row tile), H/W 7, 9, 13, 23,
+//! for emulator speed (ndf = ngf = 8, G's input 27 channels; F2's 3→32 kept), five of them
+//! also at full width, plus awkward ones: batch 1 and 3, odd channel counts (3, 5, 7, 67 > one 64-row tile), H/W 7, 9, 13, 23,
 //! strides 1 and 2, padding 0 and 1, kernels 2 to 5, and backward-filter reductions split into
 //! a ragged number of slices. Each shape runs forward (with and without bias; ReLU, LeakyReLU
 //! or no activation fused), backward-data, backward-filter and the bias gradient.
@@ -115,6 +115,13 @@ fn cases() -> Vec<Case> {
         convt([3, 3, 7, 7], 5, 2, 2, 0).bias().act(LRELU),
         convt([1, 3, 13, 13], 5, 3, 2, 0),
         convt([1, 67, 3, 3], 9, 4, 2, 1).bias(),
+        // Full widths, batch 2: F1's conv k5 64→64, D's conv k3 64→128, G's convT k2 651→512
+        // and k4 s2 p1 512→256, D_src's head 256→11 (long reductions, several 64-row tiles).
+        convt([2, 651, 1, 1], 512, 2, 1, 0),
+        conv([2, 64, 14, 14], 64, 5, 1, 0).bias().act(RELU),
+        conv([2, 64, 16, 16], 128, 3, 1, 1).bias(),
+        convt([2, 512, 2, 2], 256, 4, 2, 1),
+        conv([2, 256, 4, 4], 11, 4, 1, 0),
     ]
 }
 
@@ -326,6 +333,21 @@ fn misuse<M: Memory>(exec: &M, r: &mut Report) -> Result<(), GpuError> {
         "channel mismatch",
         conv::backward_data(exec, &bad_w, &y, &w, &mut short),
     );
+    // An empty batch: forward writes nothing, the gradients are zeros.
+    let empty = conv([0, 3, 5, 5], 4, 3, 1, 0).shape;
+    let none = exec.upload(&[0.0f32; 0])?;
+    let mut y0 = nan(exec, 0)?;
+    let ok = conv::forward(exec, &empty, &none, &w, None, None, &mut y0).is_ok();
+    let mut gw0 = nan(exec, 108)?;
+    let mut gb0 = nan(exec, 4)?;
+    let mut ws0 = nan(exec, conv::workspace_len(&empty))?;
+    let zeros = conv::backward_filter(exec, &empty, &none, &none, &mut ws0, &mut gw0).is_ok()
+        && conv::backward_bias(exec, &empty, &none, &mut gb0).is_ok()
+        && gw0.read()?.iter().chain(&gb0.read()?).all(|&v| v == 0.0);
+    let kb = "conv batch 0";
+    r.holds(kb, "x[0,3,5,5]", ok && zeros, || {
+        "not Ok or not zeros".into()
+    });
     // A shape whose weight gradient is split, given too small a workspace.
     let split = conv([3, 5, 23, 23], 3, 3, 1, 1).shape;
     let need = conv::workspace_len(&split);

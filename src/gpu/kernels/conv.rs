@@ -200,18 +200,16 @@ fn tile(m: usize) -> (usize, usize, &'static str) {
     }
 }
 
-/// The launch grid of a GEMM pass, after checking it fits CUDA's limits.
-fn grid(kernel: &str, m: usize, n: usize, splits: usize) -> Result<LaunchConfig, GpuError> {
+/// The launch grid of a GEMM pass (`z`: wgrad splits or bwd_data stride phases), after
+/// checking it fits CUDA's limits.
+fn grid(kernel: &str, m: usize, n: usize, z: usize) -> Result<LaunchConfig, GpuError> {
     let (bm, bn, _) = tile(m);
     let (gx, gy) = (n.div_ceil(bn).max(1), m.div_ceil(bm).max(1));
-    if gx >= 1 << 31 || gy > 65535 || splits > 65535 {
-        return Err(invalid(
-            kernel,
-            format!("grid {gx}×{gy}×{splits} too large"),
-        ));
+    if gx >= 1 << 31 || gy > 65535 || z > 65535 {
+        return Err(invalid(kernel, format!("grid {gx}×{gy}×{z} too large")));
     }
     Ok(LaunchConfig {
-        grid: [gx as u32, gy as u32, splits as u32],
+        grid: [gx as u32, gy as u32, z as u32],
         block: [THREADS, 1, 1],
         dynamic_smem: 0,
     })
@@ -305,7 +303,10 @@ fn bwd_data_pass<M: Memory>(
     act: (i32, f32),
     im: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
-    let (m, n, k) = (g.c_im, g.n * g.ih * g.iw, g.c_col * g.kh * g.kw);
+    // One grid.z slice per stride phase; each has at most ⌈ih/s⌉·⌈iw/s⌉ pixels per sample.
+    let st = g.stride;
+    let (m, k) = (g.c_im, g.c_col * g.kh * g.kw);
+    let n = g.n * g.ih.div_ceil(st) * g.iw.div_ceil(st);
     let kernel = format!("conv_bwd_data_{}", tile(m).2);
     let kn = kernel.as_str();
     check_len(kn, "col", col, g.col_len())?;
@@ -317,7 +318,7 @@ fn bwd_data_pass<M: Memory>(
     if g.n == 0 {
         return Ok(());
     }
-    let cfg = grid(kn, m, n, 1)?;
+    let cfg = grid(kn, m, n, st * st)?;
     let p = ConvParams {
         col: col.device_ptr(),
         wt: w.device_ptr(),
@@ -328,8 +329,8 @@ fn bwd_data_pass<M: Memory>(
         ..params(g, k)
     };
     // SAFETY: col, weight, out (and bias) hold exactly the geometry's lengths (checked); the
-    // kernel reads col only at taps inside [0, oh)×[0, ow) and writes out at m < c_im, pixel
-    // < n·ih·iw; all indices < 2^31.
+    // kernel reads col only at taps inside [0, oh)×[0, ow) and writes out at m < c_im and the
+    // pixels (< ih, < iw) of its stride phase; all indices < 2^31.
     unsafe { launch(exec, kn, cfg, &p) }
 }
 

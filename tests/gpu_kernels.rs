@@ -1,4 +1,5 @@
-//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data}.cu against
+//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data,batchnorm,pool,
+//! linear}.cu against
 //! the CPU backend, through [`gtadapt::gpu::check`] (the same checks `gtadapt kernels check`
 //! runs): on the emulator always, and on the CUDA executor when a GPU is present (see
 //! `executor_for_tests`). Inputs, sizes and tolerances are documented in src/gpu/check.rs.
@@ -85,6 +86,21 @@ fn batch_gather_matches_the_cpu_batches() {
 }
 
 #[test]
+fn batch_norm_matches_the_cpu_within_its_bounds() {
+    family("batchnorm");
+}
+
+#[test]
+fn max_pool_matches_the_cpu_bit_for_bit() {
+    family("pool");
+}
+
+#[test]
+fn linear_matches_the_cpu_within_the_dot_product_bound() {
+    family("linear");
+}
+
+#[test]
 fn the_whole_check_passes_with_another_seed_and_reports_every_family() {
     let report = check::run_all(&Emulator::new(), 12345).unwrap();
     assert!(report.all_ok(), "{}", check::table(&report));
@@ -101,6 +117,12 @@ fn the_whole_check_passes_with_another_seed_and_reports_every_family() {
         "adam_step",
         "philox_normal",
         "gather_batch",
+        "batchnorm_forward_train mean",
+        "batchnorm_backward_eval gx",
+        "max_pool_forward argmax",
+        "max_pool_backward",
+        "linear_forward",
+        "linear_backward_weight",
     ] {
         assert!(table.contains(k), "{k} missing:\n{table}");
     }

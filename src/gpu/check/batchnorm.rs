@@ -29,9 +29,9 @@
 //! - Everything elementwise without a reduction is bit for bit: the evaluation forward (invstd
 //!   is an f64 sqrt and division, correctly rounded on both sides) and the evaluation gx.
 //!
-//! Shapes: the batch norms of G (ngf reduced 64 → 8) and D/D_src (ndf reduced 64 → 16) at batch
-//! 2–3, with their fused activations (ReLU in G, LeakyReLU 0.2 in D), and awkward ones: 2 values
-//! per channel (the least a training batch may have), odd sizes, 3069 values per channel (many
+//! Shapes: every batch norm of G, D and D_src/D_tgt at full width (ngf = ndf = 64) at batch 2–3,
+//! with their fused activations (ReLU in G, LeakyReLU 0.2 in D), and awkward ones: 2 values per
+//! channel (the least a training batch may have), odd sizes, 3069 values per channel (many
 //! per thread), a constant channel (variance 0). Channel offsets up to ±3 with spreads 0.1–2
 //! (|mean| ≫ std: what a one-pass variance gets wrong).
 
@@ -185,19 +185,22 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
     let mut rng = Rng::new(seed);
     let relu = Some(Activation::Relu);
     let lrelu = Some(Activation::LeakyRelu { slope: 0.2 });
-    let cases: [([usize; 4], Option<Activation>); 12] = [
-        ([2, 64, 2, 2], relu),    // G after convT 1 (8ngf, ngf 8)
-        ([3, 32, 4, 4], relu),    // G block 2 (4ngf)
-        ([2, 16, 8, 8], relu),    // G block 3 (2ngf)
-        ([2, 8, 16, 16], relu),   // G block 4 (ngf)
-        ([2, 16, 32, 32], lrelu), // D block 1 (ndf 16)
-        ([2, 32, 16, 16], lrelu), // D block 2
-        ([3, 32, 8, 8], lrelu),   // D block 3 input size / D_src block 2
-        ([3, 64, 4, 4], lrelu),   // D block 4 / D_src block 3
-        ([1, 3, 1, 2], None),     // 2 values per channel: the least a training batch may have
-        ([3, 5, 7, 9], None),
+    let cases: [([usize; 4], Option<Activation>); 15] = [
+        ([2, 512, 2, 2], relu),    // G after convT 1 (8ngf)
+        ([3, 256, 4, 4], relu),    // G block 2 (4ngf); G4 block 1 at [.., 512, 4, 4]
+        ([2, 128, 8, 8], relu),    // G block 3 (2ngf)
+        ([2, 64, 16, 16], relu),   // G block 4 (ngf)
+        ([2, 64, 32, 32], lrelu),  // D block 1 (ndf)
+        ([2, 128, 16, 16], lrelu), // D block 2
+        ([3, 256, 8, 8], lrelu),   // D block 3
+        ([2, 128, 4, 4], lrelu),   // D block 4
+        ([3, 128, 8, 8], lrelu),   // D_src / D_tgt block 2
+        ([2, 256, 4, 4], lrelu),   // D_src / D_tgt block 3
+        ([1, 3, 1, 2], None),      // 2 values per channel: the least a training batch may have
+        ([3, 5, 7, 9], None),      // odd sizes; channel 0 constant (variance 0)
         ([1, 7, 5, 3], Some(Activation::LeakyRelu { slope: 0.01 })),
         ([3, 2, 33, 31], None), // 3069 values per channel
+        ([1, 1, 2, 1], relu),
     ];
     for (case, (dims, act)) in cases.into_iter().enumerate() {
         let [n, c, h, w] = dims;
@@ -219,7 +222,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
                 x[i] = o + sp * rng.uniform(-1.0, 1.0);
             }
         }
-        if case == 9 {
+        if case == 11 {
             for i in elements(dims, 0) {
                 x[i] = 0.7; // a constant channel: variance 0
             }

@@ -1,7 +1,7 @@
 //! kernels/pool.cu against [`crate::ops::pool`]: bit for bit (values, argmax, gradients).
 //!
-//! Shapes: the GTA max pools at batch 2–3 (F1/F2 after their convolutions, D's four blocks with
-//! ndf reduced to 32 where the plane is large, D's final pool 4 to 1×1), and awkward ones: odd
+//! Shapes: the GTA max pools at full width, batch 2–3 (F1/F2 after their convolutions, D's four
+//! blocks, the last a pool 4 to 1×1), and awkward ones: odd
 //! planes whose last rows/columns fit no window (floor mode), k = 3 and 5, k = 1, batch 1.
 //! Inputs are drawn from a few levels (so windows hold ties, ±0 included: the first wins) with
 //! NaNs planted (a NaN propagates, the last one wins); gradients include −0.
@@ -26,14 +26,14 @@ fn tied(rng: &mut Rng, n: usize) -> Vec<f32> {
 pub fn max_pool<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuError> {
     let mut rng = Rng::new(seed);
     let cases: [([usize; 4], usize); 12] = [
-        ([2, 64, 28, 28], 2), // F1 after conv 1 (F2: 32 channels)
-        ([2, 64, 10, 10], 2), // F1 after conv 2
-        ([3, 48, 10, 10], 2), // F2 after conv 2
-        ([2, 32, 32, 32], 2), // D block 1 (ndf 64 → 32)
-        ([2, 64, 16, 16], 2), // D block 2
-        ([3, 128, 8, 8], 2),  // D block 3
-        ([3, 128, 4, 4], 4),  // D block 4: pool 4 → 1×1
-        ([1, 3, 7, 9], 2),    // odd plane: last row and column unused
+        ([2, 64, 28, 28], 2),  // F1 after conv 1 (F2: 32 channels)
+        ([2, 64, 10, 10], 2),  // F1 after conv 2
+        ([3, 48, 10, 10], 2),  // F2 after conv 2
+        ([2, 64, 32, 32], 2),  // D block 1 (ndf 64)
+        ([2, 128, 16, 16], 2), // D block 2
+        ([3, 256, 8, 8], 2),   // D block 3
+        ([3, 128, 4, 4], 4),   // D block 4: pool 4 → 1×1
+        ([1, 3, 7, 9], 2),     // odd plane: last row and column unused
         ([3, 5, 9, 13], 4),
         ([2, 3, 10, 11], 3),
         ([1, 1, 5, 5], 5),

@@ -1,8 +1,8 @@
-//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data,batchnorm,pool,
-//! linear}.cu against
-//! the CPU backend, through [`gtadapt::gpu::check`] (the same checks `gtadapt kernels check`
-//! runs): on the emulator always, and on the CUDA executor when a GPU is present (see
-//! `executor_for_tests`). Inputs, sizes and tolerances are documented in src/gpu/check.rs.
+//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data,batchnorm,
+//! pool,linear}.cu against the CPU backend, through [`gtadapt::gpu::check`] (the same checks
+//! `gtadapt kernels check` runs): on the emulator always, and on the CUDA executor when a GPU is
+//! present (see `executor_for_tests`). Inputs, sizes and tolerances are documented in
+//! src/gpu/check/ (mod.rs, and one file per family for batchnorm, pool and linear).
 
 use gtadapt::gpu::check::{self, Report};
 use gtadapt::gpu::{cuda, Emulator, GpuError, Memory};

@@ -52,6 +52,10 @@ pub fn max_pool<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), Gp
             continue;
         };
         let ny = want_y.len();
+        let dims_ok = pool::output_dims(dims, k).ok() == Some(y_dims);
+        r.holds("max_pool output_dims", &s, dims_ok, || {
+            format!("{:?}, want {y_dims:?}", pool::output_dims(dims, k).ok())
+        });
         let xd = exec.upload(&x)?;
         let mut yd = nan(exec, ny)?;
         let mut ad = exec.filled(ny, 0xDEAD_BEEFu32)?;

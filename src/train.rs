@@ -394,7 +394,15 @@ pub fn run(
     epochs_override: Option<usize>,
     progress: &mut dyn Progress,
 ) -> Result<RunSummary> {
-    run_on(Device::Cpu, cfg, out, resume, force, epochs_override, progress)
+    run_on(
+        Device::Cpu,
+        cfg,
+        out,
+        resume,
+        force,
+        epochs_override,
+        progress,
+    )
 }
 
 /// [`run`] on `device`.

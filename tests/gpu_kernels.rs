@@ -1,7 +1,8 @@
-//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data,conv}.cu against
-//! the CPU backend, through [`gtadapt::gpu::check`] (the same checks `gtadapt kernels check`
-//! runs): on the emulator always, and on the CUDA executor when a GPU is present (see
-//! `executor_for_tests`). Inputs, sizes and tolerances are documented in src/gpu/check.rs.
+//! Every kernel of kernels/*.cu (activation, elementwise, layout, reduce, loss, adam, rng,
+//! data, batchnorm, pool, linear, conv) against the CPU backend, through [`gtadapt::gpu::check`]
+//! (the same checks `gtadapt kernels check` runs): on the emulator always, and on the CUDA
+//! executor when a GPU is present (see `executor_for_tests`). Inputs, sizes and tolerances are
+//! documented in src/gpu/check/ (mod.rs, and one file per family for the layer kernels).
 
 use gtadapt::gpu::check::{self, Report};
 use gtadapt::gpu::{cuda, Emulator, GpuError, Memory};
@@ -90,6 +91,21 @@ fn conv_kernels_match_the_cpu_within_the_rounding_bound() {
 }
 
 #[test]
+fn batch_norm_matches_the_cpu_within_its_bounds() {
+    family("batchnorm");
+}
+
+#[test]
+fn max_pool_matches_the_cpu_bit_for_bit() {
+    family("pool");
+}
+
+#[test]
+fn linear_matches_the_cpu_within_the_dot_product_bound() {
+    family("linear");
+}
+
+#[test]
 fn the_whole_check_passes_with_another_seed_and_reports_every_family() {
     let report = check::run_all(&Emulator::new(), 12345).unwrap();
     assert!(report.all_ok(), "{}", check::table(&report));
@@ -108,6 +124,12 @@ fn the_whole_check_passes_with_another_seed_and_reports_every_family() {
         "gather_batch",
         "conv2d backward_filter",
         "conv_transpose2d forward",
+        "batchnorm_forward_train mean",
+        "batchnorm_backward_eval gx",
+        "max_pool_forward argmax",
+        "max_pool_backward",
+        "linear_forward",
+        "linear_backward_weight",
     ] {
         assert!(table.contains(k), "{k} missing:\n{table}");
     }

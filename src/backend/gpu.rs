@@ -378,7 +378,9 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     }
     fn snapshot(&self, t: &GpuTensor<M>) -> Result<GpuTensor<M>> {
         let x = self.buf(t)?;
-        self.output(t.shape.clone(), |y| elementwise::copy(&self.inner.exec, x, y))
+        self.output(t.shape.clone(), |y| {
+            elementwise::copy(&self.inner.exec, x, y)
+        })
     }
     fn running_stats(&self, s: &RunningStats) -> Result<GpuRunningStats<M>> {
         Ok(GpuRunningStats {
@@ -408,7 +410,9 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     }
 
     fn full(&self, shape: &Shape, value: f32) -> Result<GpuTensor<M>> {
-        self.output(shape.clone(), |y| elementwise::fill(&self.inner.exec, y, value))
+        self.output(shape.clone(), |y| {
+            elementwise::fill(&self.inner.exec, y, value)
+        })
     }
     fn reshape(&self, x: &GpuTensor<M>, shape: Shape) -> Result<GpuTensor<M>> {
         self.buf(x)?;
@@ -433,11 +437,15 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     }
     fn scale(&self, a: &GpuTensor<M>, c: f32) -> Result<GpuTensor<M>> {
         let x = self.buf(a)?;
-        self.output(a.shape.clone(), |y| elementwise::scale(&self.inner.exec, c, x, y))
+        self.output(a.shape.clone(), |y| {
+            elementwise::scale(&self.inner.exec, c, x, y)
+        })
     }
     fn activation(&self, x: &GpuTensor<M>, act: Activation) -> Result<GpuTensor<M>> {
         let xb = self.buf(x)?;
-        self.output(x.shape.clone(), |y| act_k::forward(&self.inner.exec, act, xb, y))
+        self.output(x.shape.clone(), |y| {
+            act_k::forward(&self.inner.exec, act, xb, y)
+        })
     }
     fn activation_backward(
         &self,
@@ -458,7 +466,10 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             .ok_or_else(|| Error::invalid(OP, "no parts"))?;
         let mut dims = first.dims().to_vec();
         if dims.len() < 2 {
-            return Err(Error::shape(OP, format!("rank ≥ 2 needed, got {}", first.shape)));
+            return Err(Error::shape(
+                OP,
+                format!("rank ≥ 2 needed, got {}", first.shape),
+            ));
         }
         let mut channels = 0;
         for p in parts {
@@ -541,7 +552,11 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let (xb, wb, gyb) = (self.buf(x)?, self.buf(w)?, self.buf(gy)?);
         let exec = &self.inner.exec;
         let dx = need[0]
-            .then(|| self.output(x.shape.clone(), |gx| conv_k::backward_data(exec, &s, gyb, wb, gx)))
+            .then(|| {
+                self.output(x.shape.clone(), |gx| {
+                    conv_k::backward_data(exec, &s, gyb, wb, gx)
+                })
+            })
             .transpose()?;
         let dw = if need[1] {
             let (mut ws, _) = self.alloc::<f32>(conv_k::workspace_len(&s))?;
@@ -569,7 +584,10 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         const OP: &str = "linear";
         let ([n, fin], [fout, win]) = (dims2(OP, &x.shape)?, dims2(OP, &w.shape)?);
         if win != fin {
-            return Err(Error::shape(OP, format!("x {} with w {}", x.shape, w.shape)));
+            return Err(Error::shape(
+                OP,
+                format!("x {} with w {}", x.shape, w.shape),
+            ));
         }
         let (xb, wb) = (self.buf(x)?, self.buf(w)?);
         let bb = b.map(|b| self.buf(b)).transpose()?;
@@ -613,11 +631,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             .transpose()?;
         Ok([dx, dw, db])
     }
-    fn max_pool(
-        &self,
-        x: &GpuTensor<M>,
-        kernel: usize,
-    ) -> Result<(GpuTensor<M>, Rc<M::Buf<u32>>)> {
+    fn max_pool(&self, x: &GpuTensor<M>, kernel: usize) -> Result<(GpuTensor<M>, Rc<M::Buf<u32>>)> {
         let x_dims = dims4("max_pool2d", &x.shape)?;
         let y_dims = crate::ops::pool::max_pool2d_dims(x_dims, kernel)?;
         let xb = self.buf(x)?;
@@ -815,9 +829,20 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             .checked_add(1)
             .ok_or_else(|| Error::invalid(OP, "step counter overflow"))?;
         let pb = Rc::get_mut(&mut param.buf).ok_or_else(|| {
-            Error::invalid(OP, "the parameter is shared (bind makes copies; this is a bug)")
+            Error::invalid(
+                OP,
+                "the parameter is shared (bind makes copies; this is a bug)",
+            )
         })?;
-        adam_k::step(&self.inner.exec, pb, gb, &mut state.m, &mut state.v, step, cfg)?;
+        adam_k::step(
+            &self.inner.exec,
+            pb,
+            gb,
+            &mut state.m,
+            &mut state.v,
+            step,
+            cfg,
+        )?;
         state.step = step;
         Ok(())
     }

@@ -8,9 +8,9 @@ use gtadapt::gpu::{Emulator, Memory};
 
 #[derive(Subcommand)]
 pub enum KernelsCommand {
-    /// Run every kernel family (activation, elementwise, layout, reduce, loss, adam, rng, data
-    /// gather, conv) on the chosen executor against the CPU backend, on fresh random inputs of
-    /// awkward sizes with outputs poisoned with NaN first; print one row per kernel and exit
+    /// Run every kernel family (activation, elementwise, layout, reduce, loss, adam, data
+    /// gather, batch norm, max pool, linear, conv, rng) on the chosen executor against the CPU
+    /// backend, on fresh random inputs of awkward sizes with outputs poisoned with NaN first; print one row per kernel and exit
     /// non-zero if any differs by more than its tolerance.
     Check(CheckArgs),
 }

@@ -1,4 +1,5 @@
-//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data,conv}.cu,
+//! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data}.cu (and,
+//! one file each here, conv.cu, batchnorm.cu, pool.cu and linear.cu),
 //! launched through its [`super::kernels`] function on an executor, against the CPU backend
 //! (the oracle) on fresh random inputs of awkward sizes (1, 3, 257, 1000 elements; batch 3 and
 //! 257; 7, 10 and 11 classes), outputs poisoned with NaN first. Shared by `gtadapt kernels
@@ -14,7 +15,10 @@
 //! versions differ by an ulp or two: for executors other than the emulator the comparisons of
 //! results that go through them allow [`GPU_LIBM_ULPS`] ulps (see [`libm_ulps`]).
 
+pub mod batchnorm;
 mod conv;
+pub mod linear;
+pub mod pool;
 
 use super::kernels::{activation, adam, data, elementwise, layout, loss, rng};
 use super::{Buffer, GpuError, Memory};
@@ -253,6 +257,37 @@ impl Report {
         }
     }
 
+    /// Element for element, |got[i] − want[i]| ≤ bounds[i] (the difference taken in f64; a
+    /// NaN fails). The row's tolerance is the largest bound.
+    fn within_each(&mut self, kernel: &str, size: &str, got: &[f32], want: &[f32], bounds: &[f64]) {
+        let tol = Tolerance::Abs(bounds.iter().copied().fold(0.0, f64::max));
+        if got.len() != want.len() || bounds.len() != want.len() {
+            let msg = format!("length {} ≠ {}", got.len(), want.len());
+            self.fail(kernel, size, tol, msg);
+            return;
+        }
+        let mut max_abs = 0.0f64;
+        let mut first = None;
+        for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bounds).enumerate() {
+            let d = (g as f64 - w as f64).abs();
+            if d.is_nan() || d > max_abs {
+                max_abs = if max_abs.is_nan() { max_abs } else { d };
+            }
+            if (d.is_nan() || d > b) && first.is_none() {
+                first = Some(format!(
+                    "[{i}]: got {g:e}, want {w:e}, |Δ| {d:e} > bound {b:e}"
+                ));
+            }
+        }
+        let row = self.row(kernel, size, tol);
+        if max_abs.is_nan() || max_abs > row.max_abs {
+            row.max_abs = max_abs;
+        }
+        if let Some(msg) = first {
+            self.fail(kernel, size, tol, msg);
+        }
+    }
+
     /// A property that must hold (`what` says which, when it does not).
     fn holds(&mut self, kernel: &str, size: &str, ok: bool, what: impl FnOnce() -> String) {
         self.row(kernel, size, Tolerance::Exact);
@@ -352,6 +387,9 @@ pub fn families<M: Memory>() -> Vec<Family<M>> {
         ("adam", adam_kernel::<M>),
         ("data", gather::<M>),
         ("conv", conv::conv_kernels::<M>),
+        ("batchnorm", batchnorm::batch_norm::<M>),
+        ("pool", pool::max_pool::<M>),
+        ("linear", linear::linear_kernels::<M>),
         // Last: its cases are fixed and use no seed (the others keep their historic seeds).
         ("rng", philox::<M>),
     ]

@@ -265,10 +265,10 @@ fn grads<B: Buffer<f32>>(
     gb: &Option<&mut B>,
 ) -> Result<[u64; 3], GpuError> {
     let mut ptrs = [0u64; 3];
-    for ((ptr, g), (what, len)) in ptrs
-        .iter_mut()
-        .zip([gx, gw, gb])
-        .zip([("gx", total), ("gw", c), ("gb", c)])
+    for ((ptr, g), (what, len)) in
+        ptrs.iter_mut()
+            .zip([gx, gw, gb])
+            .zip([("gx", total), ("gw", c), ("gb", c)])
     {
         if let Some(b) = g {
             check_len(kernel, what, *b, len)?;

@@ -40,7 +40,10 @@ fn gemm_dims(kernel: &str, m: usize, n: usize, k: usize) -> Result<(u32, u32, u3
         count(kernel, e)?;
     }
     if m.div_ceil(TILE_M) > 65_535 {
-        return Err(invalid(kernel, format!("{m} rows exceed the grid's 65 535 tiles")));
+        return Err(invalid(
+            kernel,
+            format!("{m} rows exceed the grid's 65 535 tiles"),
+        ));
     }
     Ok((m as u32, n as u32, k as u32))
 }

@@ -38,7 +38,11 @@ const _: () = assert!(std::mem::size_of::<MaxPoolBackwardParams>() == 48);
 /// The output dims `[N, C, H/k, W/k]` of `MaxPool2d(k)` on `x_dims` (as
 /// [`crate::ops::pool::max_pool2d_dims`]): errors for k = 0, a kernel larger than the plane, or
 /// an input with 2^32 elements or more.
-pub fn output_dims(kernel: &str, x_dims: [usize; 4], k: usize) -> Result<[usize; 4], GpuError> {
+pub fn output_dims(x_dims: [usize; 4], k: usize) -> Result<[usize; 4], GpuError> {
+    dims_for("max_pool_forward", x_dims, k)
+}
+
+fn dims_for(kernel: &str, x_dims: [usize; 4], k: usize) -> Result<[usize; 4], GpuError> {
     let [n, c, h, w] = x_dims;
     if k == 0 {
         return Err(invalid(kernel, "kernel size must be ≥ 1, got 0"));
@@ -63,7 +67,7 @@ fn shape(
     x_dims: [usize; 4],
     k: usize,
 ) -> Result<([usize; 4], [u32; 6], usize, usize), GpuError> {
-    let y_dims = output_dims(kernel, x_dims, k)?;
+    let y_dims = dims_for(kernel, x_dims, k)?;
     let [n, c, h, w] = x_dims;
     let x_total = n * c * h * w;
     let y_total = n * c * y_dims[2] * y_dims[3];

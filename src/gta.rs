@@ -18,7 +18,7 @@
 //! D is run as often, and in the same order, as in the authors' code (D(x_s'), D(g_s),
 //! D(g_t); D(g_s) for G; D(g_s), D(g_t) for F), so batch-norm running statistics match.
 
-use crate::backend::{Backend, Cpu};
+use crate::backend::{Backend, Cpu, TensorValue};
 use crate::data::batch::to_d_range;
 use crate::error::{Error, Result};
 use crate::models::{
@@ -90,14 +90,28 @@ impl Default for Hyper {
 }
 
 /// One training batch: what F sees (normalized source and target images [B,3,32,32]), what
-/// D sees of the same real images (pixels in [−1, 1]), and the source labels.
+/// D sees of the same real images (pixels in [−1, 1]), and the source labels. The images are
+/// host tensors by default, or any backend's.
 #[derive(Clone, Debug)]
-pub struct Batch {
-    pub x_s: Tensor,
-    pub x_s_unit: Tensor,
+pub struct Batch<T = Tensor> {
+    pub x_s: T,
+    pub x_s_unit: T,
     pub y_s: Vec<u32>,
-    pub x_t: Tensor,
-    pub x_t_unit: Tensor,
+    pub x_t: T,
+    pub x_t_unit: T,
+}
+
+impl Batch {
+    /// The batch in `backend`'s memory.
+    pub fn upload<B: Backend>(&self, backend: &B) -> Result<Batch<B::Tensor>> {
+        Ok(Batch {
+            x_s: backend.upload(&self.x_s)?,
+            x_s_unit: backend.upload(&self.x_s_unit)?,
+            y_s: self.y_s.clone(),
+            x_t: backend.upload(&self.x_t)?,
+            x_t_unit: backend.upload(&self.x_t_unit)?,
+        })
+    }
 }
 
 impl Batch {
@@ -115,9 +129,19 @@ impl Batch {
 
 /// The noise of one iteration: z for g_s and z' for g_t, each [B, nz].
 #[derive(Clone, Debug)]
-pub struct Noise {
-    pub z_s: Tensor,
-    pub z_t: Tensor,
+pub struct Noise<T = Tensor> {
+    pub z_s: T,
+    pub z_t: T,
+}
+
+impl Noise {
+    /// The noise in `backend`'s memory.
+    pub fn upload<B: Backend>(&self, backend: &B) -> Result<Noise<B::Tensor>> {
+        Ok(Noise {
+            z_s: backend.upload(&self.z_s)?,
+            z_t: backend.upload(&self.z_t)?,
+        })
+    }
 }
 
 /// The losses of one iteration (source-only reports its CE as `c` and `f`).
@@ -351,8 +375,32 @@ impl<B: Backend> Trainer<B> {
         result
     }
 
-    /// One training iteration. `noise` is ignored by source-only.
+    /// One training iteration on host data (uploaded here), its losses read back.
     pub fn step(&mut self, batch: &Batch, noise: &Noise) -> Result<Losses> {
+        self.backend.begin_iteration()?;
+        let (b, z) = (batch.upload(&self.backend)?, noise.upload(&self.backend)?);
+        let l = self.step_deferred(&b, &z)?;
+        let v = self.backend.download(&l)?;
+        let [d, g, c, f] = v.data() else {
+            return Err(Error::Autograd("losses: expected 4 values".into()));
+        };
+        Ok(Losses {
+            d: *d,
+            g: *g,
+            c: *c,
+            f: *f,
+        })
+    }
+
+    /// One training iteration on a batch and noise already in the backend's memory (made
+    /// after [`Backend::begin_iteration`], which the caller runs first). Returns the losses
+    /// as a [4] tensor (D, G, C, F) left on the backend, so a GPU run reads them back only
+    /// when it logs. `noise` is ignored by source-only.
+    pub fn step_deferred(
+        &mut self,
+        batch: &Batch<B::Tensor>,
+        noise: &Noise<B::Tensor>,
+    ) -> Result<B::Tensor> {
         let n = batch.y_s.len();
         if batch.x_s.dims() != [n, 3, 32, 32] || batch.x_t.dims().first() != Some(&n) {
             return Err(Error::shape(
@@ -371,7 +419,6 @@ impl<B: Backend> Trainer<B> {
                 format!("label {bad} ≥ {CLASSES}"),
             ));
         }
-        self.backend.begin_iteration()?;
         let losses = match self.experiment {
             Experiment::SourceOnly => self.step_source_only(batch)?,
             _ => self.step_adversarial(batch, noise)?,
@@ -380,11 +427,11 @@ impl<B: Backend> Trainer<B> {
         Ok(losses)
     }
 
-    fn step_source_only(&mut self, batch: &Batch) -> Result<Losses> {
+    fn step_source_only(&mut self, batch: &Batch<B::Tensor>) -> Result<B::Tensor> {
         let mut tape = Tape::on(self.backend.clone());
         let fv = self.f.net.bind(&mut tape)?;
         let cv = self.c.net.bind(&mut tape)?;
-        let x = tape.input(self.backend.upload(&batch.x_s)?);
+        let x = tape.input(batch.x_s.clone());
         let e = self.f.forward(&mut tape, &fv, x, true)?;
         let logits = self.c.forward(&mut tape, &cv, e, true)?;
         let loss = tape.cross_entropy(logits, &batch.y_s)?;
@@ -393,31 +440,32 @@ impl<B: Backend> Trainer<B> {
         let lr = self.lr_decayed();
         self.update(1, &gc, lr)?;
         self.update(0, &gf, lr)?;
-        let l = self.backend.download(tape.value(loss))?.item()?;
-        Ok(Losses {
-            c: l,
-            f: l,
-            ..Losses::default()
-        })
+        let l = tape.value(loss);
+        let zero = self.backend.full(l.shape(), 0.0)?;
+        losses4(&self.backend, [&zero, &zero, l, l])
     }
 
-    fn step_adversarial(&mut self, batch: &Batch, noise: &Noise) -> Result<Losses> {
+    fn step_adversarial(
+        &mut self,
+        batch: &Batch<B::Tensor>,
+        noise: &Noise<B::Tensor>,
+    ) -> Result<B::Tensor> {
         let n = batch.y_s.len();
         let hp = self.hyper;
         let lr = self.lr_decayed();
         let mut tape = Tape::on(self.backend.clone());
         let fv = self.f.net.bind(&mut tape)?;
         let cv = self.c.net.bind(&mut tape)?;
-        let x_s = tape.input(self.backend.upload(&batch.x_s)?);
-        let x_t = tape.input(self.backend.upload(&batch.x_t)?);
-        let x_s_unit = tape.input(self.backend.upload(&batch.x_s_unit)?);
+        let x_s = tape.input(batch.x_s.clone());
+        let x_t = tape.input(batch.x_t.clone());
+        let x_s_unit = tape.input(batch.x_s_unit.clone());
         let oh_s = tape.input(self.backend.upload(&one_hot(batch.y_s.iter().copied())?)?);
         let oh_t = tape.input(
             self.backend
                 .upload(&one_hot(std::iter::repeat_n(CLASSES as u32, n))?)?,
         );
-        let z_s = tape.input(self.backend.upload(&noise.z_s)?);
-        let z_t = tape.input(self.backend.upload(&noise.z_t)?);
+        let z_s = tape.input(noise.z_s.clone());
+        let z_t = tape.input(noise.z_t.clone());
         let y = &batch.y_s;
         let real = || BceTarget::Constant(1.0);
         let fake = || BceTarget::Constant(0.0);
@@ -479,7 +527,7 @@ impl<B: Backend> Trainer<B> {
             Adversary::Split { d_src, d_tgt, .. } => {
                 let sv = d_src.net.bind(&mut tape)?;
                 let tv = d_tgt.net.bind(&mut tape)?;
-                let x_t_unit = tape.input(self.backend.upload(&batch.x_t_unit)?);
+                let x_t_unit = tape.input(batch.x_t_unit.clone());
                 let fake_class = vec![CLASSES as u32; n];
                 let o_real = d_src.forward(&mut tape, &sv, x_s_unit, true)?;
                 let o_fake = d_src.forward(&mut tape, &sv, g_s, true)?;
@@ -525,12 +573,8 @@ impl<B: Backend> Trainer<B> {
         self.update(2, &gg, hp.lr)?;
         self.update(1, &gc, lr)?;
         self.update(0, &gf, lr)?;
-        Ok(Losses {
-            d: self.backend.download(tape.value(loss_d))?.item()?,
-            g: self.backend.download(tape.value(loss_g))?.item()?,
-            c: self.backend.download(tape.value(loss_c))?.item()?,
-            f: self.backend.download(tape.value(loss_f))?.item()?,
-        })
+        let v = |x| tape.value(x);
+        losses4(&self.backend, [v(loss_d), v(loss_g), v(loss_c), v(loss_f)])
     }
 
     /// Updates network `index` and binds its new weights on `tape` (for the later steps).
@@ -586,6 +630,16 @@ impl<B: Backend> Trainer<B> {
         })?;
         self.backend.download(tape.value(out))
     }
+}
+
+/// Four scalar losses (D, G, C, F) as one [4] tensor: one read-back instead of four.
+fn losses4<B: Backend>(b: &B, l: [&B::Tensor; 4]) -> Result<B::Tensor> {
+    let rows = l
+        .iter()
+        .map(|t| b.reshape(t, crate::shape::Shape::new(&[1, 1])))
+        .collect::<Result<Vec<_>>>()?;
+    let cat = b.concat_dim1(&rows.iter().collect::<Vec<_>>())?;
+    b.reshape(&cat, crate::shape::Shape::new(&[4]))
 }
 
 /// Sum of scalar losses, in order.

@@ -22,12 +22,14 @@ use crate::data::{self, Batcher, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::gta::{Batch, Experiment, Hyper, Losses, Noise, Trainer};
 use crate::report;
-use crate::rng;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Losses are read back from the backend (one synchronization) every this many iterations.
+pub const LOG_EVERY: usize = 10;
 
 /// Philox stream of the generator noise (the seed is the run's seed).
 const NOISE_STREAM: u64 = 0x006e_6f69_7365; // "noise"
@@ -217,14 +219,22 @@ pub fn input_tensors(b: &data::Batch, norm: InputNorm) -> Result<(Tensor, Tensor
 
 /// The generator noise of `iteration`: (z_s, z_t), each [B, nz].
 pub fn noise_for(seed: u64, iteration: u64, batch: usize, nz: usize) -> Result<Noise> {
+    noise_on(&Cpu, seed, iteration, batch, nz)
+}
+
+/// [`noise_for`] drawn on `backend` (the same bits: Philox is counter-based).
+pub fn noise_on<B: Backend>(
+    backend: &B,
+    seed: u64,
+    iteration: u64,
+    batch: usize,
+    nz: usize,
+) -> Result<Noise<B::Tensor>> {
     let per = (batch * nz) as u64;
-    let mut z_s = vec![0.0f32; batch * nz];
-    let mut z_t = vec![0.0f32; batch * nz];
-    rng::normal(seed, NOISE_STREAM, iteration * 2 * per, &mut z_s);
-    rng::normal(seed, NOISE_STREAM, iteration * 2 * per + per, &mut z_t);
+    let shape = crate::shape::Shape::new(&[batch, nz]);
     Ok(Noise {
-        z_s: Tensor::new([batch, nz], z_s)?,
-        z_t: Tensor::new([batch, nz], z_t)?,
+        z_s: backend.normal(seed, NOISE_STREAM, iteration * 2 * per, &shape)?,
+        z_t: backend.normal(seed, NOISE_STREAM, iteration * 2 * per + per, &shape)?,
     })
 }
 
@@ -375,7 +385,8 @@ fn parse_metrics(line: &str) -> Option<EpochMetrics> {
 /// Callbacks for progress display.
 pub trait Progress {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _iterations: usize) {}
-    fn iteration(&mut self, _losses: &Losses) {}
+    /// `n` more iterations are done; `losses` are their means.
+    fn iterations(&mut self, _n: usize, _losses: &Losses) {}
     fn epoch_end(&mut self, _m: &EpochMetrics) {}
 }
 
@@ -521,59 +532,112 @@ fn run_with<B: Backend>(
         return Err(Error::invalid("train", "an epoch would have no iterations"));
     }
 
+    // Batches are gathered on the backend from its resident copy of the images where it keeps
+    // one (the GPU, dataset normalization), else prepared by the host pipeline and uploaded.
+    let resident = match cfg.input_norm {
+        InputNorm::Dataset => match (
+            backend.resident_images(&source.train.images)?,
+            backend.resident_images(&target.train.images)?,
+        ) {
+            (Some(s), Some(t)) => Some((s, t)),
+            _ => None,
+        },
+        InputNorm::Instance => None,
+    };
+    let nz = cfg.hyper.widths.nz;
+
     for epoch in start_epoch + 1..=cfg.epochs {
         let started = Instant::now();
         progress.epoch_start(epoch, cfg.epochs, per_epoch);
-        let mut sum = Losses::default();
         let e = epoch as u64;
-        for (i, (bs, bt)) in src_batches
-            .epoch(e)
-            .zip(tgt_batches.epoch(e))
-            .take(per_epoch)
-            .enumerate()
-        {
-            let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
-            let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
-            let batch = Batch {
-                x_s,
-                x_s_unit,
-                y_s: bs.labels.clone(),
-                x_t,
-                x_t_unit,
+        // Losses are summed on the backend and read back once per logging interval.
+        let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?;
+        let mut logged = [0.0f32; 4];
+        let mut host_batches = match resident {
+            Some(_) => None,
+            None => Some(src_batches.epoch(e).zip(tgt_batches.epoch(e))),
+        };
+        let (src_rows, tgt_rows) = match resident {
+            Some(_) => (src_batches.batch_indices(e), tgt_batches.batch_indices(e)),
+            None => (Vec::new(), Vec::new()),
+        };
+        for i in 0..per_epoch {
+            backend.begin_iteration()?;
+            let batch = match (&resident, host_batches.as_mut()) {
+                (Some((src_images, tgt_images)), _) => {
+                    let rows = |r: &[usize]| r.iter().map(|&i| i as u32).collect::<Vec<_>>();
+                    let (x_s, x_s_unit) = backend.gather(src_images, &rows(&src_rows[i]))?;
+                    let (x_t, x_t_unit) = backend.gather(tgt_images, &rows(&tgt_rows[i]))?;
+                    let y_s = src_rows[i]
+                        .iter()
+                        .map(|&r| source.train.labels.as_slice()[r] as u32)
+                        .collect();
+                    Batch {
+                        x_s,
+                        x_s_unit,
+                        y_s,
+                        x_t,
+                        x_t_unit,
+                    }
+                }
+                (None, Some(batches)) => {
+                    let (bs, bt) = batches
+                        .next()
+                        .ok_or_else(|| Error::invalid("train", "the batch pipeline ended early"))?;
+                    let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
+                    let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
+                    Batch {
+                        x_s,
+                        x_s_unit,
+                        y_s: bs.labels.clone(),
+                        x_t,
+                        x_t_unit,
+                    }
+                    .upload(&backend)?
+                }
+                (None, None) => unreachable!("one batch source is always set"),
             };
-            let noise = noise_for(
-                cfg.seed,
-                trainer.iteration,
-                cfg.batch_size,
-                cfg.hyper.widths.nz,
-            )?;
+            let noise = noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?;
             trainer.capture = i == 0;
-            let l = trainer.step(&batch, &noise)?;
-            for v in [l.d, l.g, l.c, l.f] {
-                if !v.is_finite() {
+            let l = trainer.step_deferred(&batch, &noise)?;
+            backend.accumulate(&mut acc, &l)?;
+            let done = i + 1;
+            if done % LOG_EVERY == 0 || done == per_epoch {
+                let sums = backend.download(&acc)?.into_data();
+                let since = (done - 1) % LOG_EVERY + 1;
+                let mean: Vec<f32> = sums
+                    .iter()
+                    .zip(logged)
+                    .map(|(s, before)| (s - before) / since as f32)
+                    .collect();
+                let interval = Losses {
+                    d: mean[0],
+                    g: mean[1],
+                    c: mean[2],
+                    f: mean[3],
+                };
+                if let Some(k) = sums.iter().position(|v| !v.is_finite()) {
                     return Err(Error::invalid(
                         "train",
                         format!(
-                            "non-finite loss at epoch {epoch}, iteration {} ({l:?}); the last good \
-                             checkpoint is {}",
-                            i + 1,
+                            "non-finite {} loss in epoch {epoch}, iterations {}–{done} \
+                             ({interval:?}); the last good checkpoint is {}",
+                            ["D", "G", "C", "F"][k],
+                            done + 1 - since,
                             dir.last().display()
                         ),
                     ));
                 }
+                logged.copy_from_slice(&sums);
+                progress.iterations(since, &interval);
             }
-            sum.d += l.d;
-            sum.g += l.g;
-            sum.c += l.c;
-            sum.f += l.f;
-            progress.iteration(&l);
         }
         let k = per_epoch as f32;
         let losses = Losses {
-            d: sum.d / k,
-            g: sum.g / k,
-            c: sum.c / k,
-            f: sum.f / k,
+            d: logged[0] / k,
+            g: logged[1] / k,
+            c: logged[2] / k,
+            f: logged[3] / k,
         };
         let lr = trainer.lr_decayed();
         let m = EpochMetrics {

@@ -63,9 +63,28 @@ impl Backend for Cpu {
     type BnSaved = CpuBnSaved;
     type RunningStats = RunningStats;
     type AdamState = AdamState;
+    type Images = ();
 
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn resident_images(&self, _images: &crate::data::Images) -> Result<Option<()>> {
+        Ok(None)
+    }
+    fn gather(&self, _images: &(), _indices: &[u32]) -> Result<(Tensor, Tensor)> {
+        Err(Error::invalid(
+            "gather",
+            "the CPU backend keeps no resident images (batches come from the host pipeline)",
+        ))
+    }
+    fn normal(&self, seed: u64, stream: u64, offset: u64, shape: &Shape) -> Result<Tensor> {
+        let mut v = vec![0.0f32; shape.numel()];
+        crate::rng::normal(seed, stream, offset, &mut v);
+        Tensor::new(shape.clone(), v)
+    }
+    fn accumulate(&self, acc: &mut Tensor, x: &Tensor) -> Result<()> {
+        acc.add_assign(x)
     }
 
     fn upload(&self, t: &Tensor) -> Result<Tensor> {

@@ -11,9 +11,10 @@
 
 use super::{Backend, Grads3, TensorValue};
 use crate::error::{Error, Result};
+use crate::gpu::kernels::data::{gather as gather_k, DeviceImages};
 use crate::gpu::kernels::{
     activation as act_k, adam as adam_k, batchnorm as bn_k, conv as conv_k, elementwise,
-    layout as layout_k, linear as linear_k, loss as loss_k, pool as pool_k,
+    layout as layout_k, linear as linear_k, loss as loss_k, pool as pool_k, rng as rng_k,
 };
 use crate::gpu::{Buffer, DeviceRepr, Memory};
 use crate::ops::activation::Activation;
@@ -330,9 +331,44 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     type BnSaved = GpuBnSaved<M>;
     type RunningStats = GpuRunningStats<M>;
     type AdamState = GpuAdamState<M>;
+    type Images = DeviceImages<M>;
 
     fn name(&self) -> &'static str {
         self.inner.exec.name()
+    }
+
+    fn resident_images(&self, images: &crate::data::Images) -> Result<Option<DeviceImages<M>>> {
+        *self.inner.persistent_bytes.borrow_mut() += images.pixels().len();
+        Ok(Some(DeviceImages::from_images(&self.inner.exec, images)?))
+    }
+    fn gather(
+        &self,
+        images: &DeviceImages<M>,
+        indices: &[u32],
+    ) -> Result<(GpuTensor<M>, GpuTensor<M>)> {
+        let (mut idx, _) = self.alloc::<u32>(indices.len())?;
+        idx.write(indices)?;
+        let shape = Shape::new(&[indices.len(), 3, 32, 32]);
+        let (mut unit, _, g) = self.tensor(shape.clone())?;
+        let x = self.output(shape, |x| {
+            gather_k(&self.inner.exec, images, &idx, x, Some(&mut unit))
+        })?;
+        Ok((
+            x,
+            Self::wrap(unit, Shape::new(&[indices.len(), 3, 32, 32]), g),
+        ))
+    }
+    fn normal(&self, seed: u64, stream: u64, offset: u64, shape: &Shape) -> Result<GpuTensor<M>> {
+        self.output(shape.clone(), |y| {
+            rng_k::normal(&self.inner.exec, seed, stream, offset, y)
+        })
+    }
+    fn accumulate(&self, acc: &mut GpuTensor<M>, x: &GpuTensor<M>) -> Result<()> {
+        same_shape("accumulate", &acc.shape, &x.shape)?;
+        let xb = self.buf(x)?;
+        let ab = Rc::get_mut(&mut acc.buf)
+            .ok_or_else(|| Error::invalid("accumulate", "the accumulator is shared"))?;
+        Ok(elementwise::axpy(&self.inner.exec, 1.0, xb, ab)?)
     }
 
     fn memory_stats(&self) -> Option<MemoryStats> {

@@ -59,6 +59,9 @@ pub trait Backend: Clone + 'static {
     type RunningStats: std::fmt::Debug;
     /// Adam's moments and step count for one parameter tensor.
     type AdamState: std::fmt::Debug;
+    /// A dataset split's images resident in this backend's memory (see
+    /// [`Backend::resident_images`]).
+    type Images: 'static;
 
     /// "cpu", "emulator" or "cuda".
     fn name(&self) -> &'static str;
@@ -88,6 +91,24 @@ pub trait Backend: Clone + 'static {
     fn download_running_stats(&self, s: &Self::RunningStats) -> Result<RunningStats>;
     fn adam_state(&self, s: &AdamState) -> Result<Self::AdamState>;
     fn download_adam_state(&self, s: &Self::AdamState) -> Result<AdamState>;
+
+    // ---- data ----
+    /// The images of a split kept in this backend's memory when the backend gathers batches
+    /// itself (the GPU: u8 on the device, one upload per run); `None` when batches are
+    /// prepared on the host and uploaded (the CPU).
+    fn resident_images(&self, images: &crate::data::Images) -> Result<Option<Self::Images>>;
+    /// The batch of rows `indices` of resident images: (F's normalized view, D's [−1, 1]
+    /// view), each [B,3,32,32], bit-identical to the host batch pipeline.
+    fn gather(
+        &self,
+        images: &Self::Images,
+        indices: &[u32],
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// N(0, 1) draws `rng::normal(seed, stream, offset)` of `shape` (the same bits on every
+    /// backend).
+    fn normal(&self, seed: u64, stream: u64, offset: u64, shape: &Shape) -> Result<Self::Tensor>;
+    /// `acc += x` in place (`acc` a persistent tensor: running sums across iterations).
+    fn accumulate(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
 
     // ---- elementwise and layout ----
     fn full(&self, shape: &Shape, value: f32) -> Result<Self::Tensor>;

@@ -249,13 +249,13 @@ impl Progress for Bar {
         bar.set_prefix(format!("{} epoch {epoch}/{epochs}", self.label));
         self.bar = Some(bar);
     }
-    fn iteration(&mut self, l: &Losses) {
+    fn iterations(&mut self, n: usize, l: &Losses) {
         if let Some(b) = &self.bar {
             b.set_message(format!(
                 "D {:.3} G {:.3} C {:.3} F {:.3}",
                 l.d, l.g, l.c, l.f
             ));
-            b.inc(1);
+            b.inc(n as u64);
         }
     }
     fn epoch_end(&mut self, m: &EpochMetrics) {
@@ -297,15 +297,19 @@ fn default_out(exp: Experiment, preset: Preset) -> PathBuf {
     p
 }
 
-fn print_config(cfg: &RunConfig, out: &Path) {
+fn print_config(cfg: &RunConfig, out: &Path, device: Device) {
     let w = cfg.hyper.widths;
     let h = &cfg.hyper;
+    let backend = match device {
+        Device::Cpu => format!("CPU backend ({} threads)", rayon::current_num_threads()),
+        Device::Emulator => "GPU backend on the SIMT emulator (CUDA kernels on the CPU)".into(),
+        Device::Cuda => "GPU backend on CUDA".into(),
+    };
     println!(
-        "gtadapt train: {} on {} → {}, CPU backend ({} threads)",
+        "gtadapt train: {} on {} → {}, {backend}",
         cfg.experiment.name(),
         cfg.source,
         cfg.target,
-        rayon::current_num_threads()
     );
     println!(
         "  epochs {}, batch {}, iterations/epoch {}, ndf {}, ngf {}, nz {}, lr {}, beta1 {}, \
@@ -403,7 +407,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(exp, args.budget.preset));
-    print_config(&cfg, &out);
+    print_config(&cfg, &out, device);
     let mut bar = Bar {
         bar: None,
         label: exp.name().into(),
@@ -524,7 +528,7 @@ pub fn experiments(args: ExperimentsArgs) -> Result<()> {
         let cfg = args.budget.config(exp)?;
         let device = resolve_device(args.budget.device)?;
         let dir = out.join(exp.name());
-        print_config(&cfg, &dir);
+        print_config(&cfg, &dir, device);
         let mut bar = Bar {
             bar: None,
             label: exp.name().into(),

@@ -6,7 +6,8 @@
 #     BUNDLE      default: gpu-bundle/ next to this script's repo
 #     REPORT_DIR  default: $OUT if set, else ./gpu-report
 #
-# Runs `gtadapt info` and `gtadapt kernels check --device cuda`; the GPU-capable test
+# Runs `gtadapt info` and `gtadapt kernels check --device cuda`; a short exp1 training run on
+# the GPU and the same on the CPU (GPU_CHECK_TRAIN_ITERS iterations, default 60); the GPU-capable test
 # executables with GTADAPT_REQUIRE_GPU=1 (a missing GPU fails them instead of skipping):
 # every tests/gpu_* target, and the library's unit tests filtered to `gpu::`; then every
 # bench executable (each under a time limit, GPU_CHECK_BENCH_TIMEOUT seconds, default 300;
@@ -75,6 +76,16 @@ done
 if [[ -x "$bundle/tests/lib" ]]; then
     run "test-lib-gpu" 0 "$bundle/tests/lib" gpu:: --nocapture --test-threads=1 || failed=1
 fi
+# A short training run on the embedded pair at the paper's settings (batch 100, widths 64,
+# nz 512), on the GPU and then the same run on this machine's CPU: seconds per training
+# iteration of each (the summary line of each log) and the GPU's memory report.
+train_iters="${GPU_CHECK_TRAIN_ITERS:-60}"
+for dev in cuda cpu; do
+    run "train-exp1-$dev" 600 "$bundle/gtadapt" train --device "$dev" --experiment exp1 \
+        --preset paper --epochs 1 --iters-per-epoch "$train_iters" \
+        --out "$report_dir/train-exp1-$dev" --force || failed=1
+done
+
 if [[ "${GPU_CHECK_BENCHES:-1}" != 0 ]]; then
     for b in "$bundle"/benches/*; do
         [[ -x "$b" ]] || continue
@@ -97,6 +108,12 @@ fi
     echo "| step | status | time |"
     echo "|---|---|---:|"
     printf '%s\n' "${summary[@]}"
+    echo
+    for dev in cuda cpu; do
+        log="$report_dir/logs/train-exp1-$dev.log"
+        [[ -f "$log" ]] && grep -h "s per training iteration\|device memory" "$log" \
+            | sed "s/^/- train exp1 $dev: /"
+    done
     echo
     cat "$report.sections"
 } >"$report"

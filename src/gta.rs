@@ -466,7 +466,8 @@ impl<B: Backend> Trainer<B> {
         );
         let z_s = tape.input(noise.z_s.clone());
         let z_t = tape.input(noise.z_t.clone());
-        let y = &batch.y_s;
+        // Labels go to the backend once per iteration, not once per loss.
+        let y = &self.backend.upload_labels(&batch.y_s)?;
         let real = || BceTarget::Constant(1.0);
         let fake = || BceTarget::Constant(0.0);
 
@@ -488,7 +489,7 @@ impl<B: Backend> Trainer<B> {
             self.capture = false;
         }
         let c_s = self.c.forward(&mut tape, &cv, e_s, true)?;
-        let loss_c = tape.cross_entropy(c_s, y)?;
+        let loss_c = tape.cross_entropy_with(c_s, y)?;
 
         // 1. D step (old D), then update D. 2.–4. losses with the updated D.
         let (loss_d, loss_g, loss_f_adv) = match &mut self.adversary {
@@ -499,7 +500,7 @@ impl<B: Backend> Trainer<B> {
                 let (s_fs, _) = d.forward(&mut tape, &dv, g_s, true)?;
                 let (s_ft, _) = d.forward(&mut tape, &dv, g_t, true)?;
                 let terms = [
-                    tape.cross_entropy(c_real, y)?,
+                    tape.cross_entropy_with(c_real, y)?,
                     tape.bce_with_logits(s_real, real())?,
                     tape.bce_with_logits(s_fs, fake())?,
                     tape.bce_with_logits(s_ft, fake())?,
@@ -514,13 +515,13 @@ impl<B: Backend> Trainer<B> {
                 let dv = &dv_new;
                 let (s_gs, c_gs) = d.forward(&mut tape, dv, g_s, true)?;
                 let terms = [
-                    tape.cross_entropy(c_gs, y)?,
+                    tape.cross_entropy_with(c_gs, y)?,
                     tape.bce_with_logits(s_gs, real())?,
                 ];
                 let loss_g = sum(&mut tape, &terms)?;
                 let (_, c_gs2) = d.forward(&mut tape, dv, g_s, true)?;
                 let (s_gt2, _) = d.forward(&mut tape, dv, g_t, true)?;
-                let src = tape.cross_entropy(c_gs2, y)?;
+                let src = tape.cross_entropy_with(c_gs2, y)?;
                 let tgt = tape.bce_with_logits(s_gt2, real())?;
                 (loss_d, loss_g, (src, tgt))
             }
@@ -528,14 +529,14 @@ impl<B: Backend> Trainer<B> {
                 let sv = d_src.net.bind(&mut tape)?;
                 let tv = d_tgt.net.bind(&mut tape)?;
                 let x_t_unit = tape.input(batch.x_t_unit.clone());
-                let fake_class = vec![CLASSES as u32; n];
+                let fake_class = self.backend.upload_labels(&vec![CLASSES as u32; n])?;
                 let o_real = d_src.forward(&mut tape, &sv, x_s_unit, true)?;
                 let o_fake = d_src.forward(&mut tape, &sv, g_s, true)?;
                 let t_real = d_tgt.forward(&mut tape, &tv, x_t_unit, true)?;
                 let t_fake = d_tgt.forward(&mut tape, &tv, g_t, true)?;
                 let terms = [
-                    tape.cross_entropy(o_real, y)?,
-                    tape.cross_entropy(o_fake, &fake_class)?,
+                    tape.cross_entropy_with(o_real, y)?,
+                    tape.cross_entropy_with(o_fake, &fake_class)?,
                     tape.bce_with_logits(t_real, real())?,
                     tape.bce_with_logits(t_fake, fake())?,
                 ];
@@ -553,11 +554,11 @@ impl<B: Backend> Trainer<B> {
                 let (sv, tv) = (&new_s, &new_t);
                 let o = d_src.forward(&mut tape, sv, g_s, true)?;
                 let t = d_tgt.forward(&mut tape, tv, g_t, true)?;
-                let terms = [tape.cross_entropy(o, y)?, tape.bce_with_logits(t, real())?];
+                let terms = [tape.cross_entropy_with(o, y)?, tape.bce_with_logits(t, real())?];
                 let loss_g = sum(&mut tape, &terms)?;
                 let o2 = d_src.forward(&mut tape, sv, g_s, true)?;
                 let t2 = d_tgt.forward(&mut tape, tv, g_t, true)?;
-                let src = tape.cross_entropy(o2, y)?;
+                let src = tape.cross_entropy_with(o2, y)?;
                 let tgt = tape.bce_with_logits(t2, real())?;
                 (loss_d, loss_g, (src, tgt))
             }

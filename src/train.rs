@@ -88,6 +88,9 @@ pub struct EpochMetrics {
     pub lr: f64,
     pub lr_g: f64,
     pub seconds: f64,
+    /// Wall-clock seconds of the epoch's training iterations alone (no evaluation, no files;
+    /// the GPU's queued work included: the epoch's last loss read-back waits for it).
+    pub train_seconds: f64,
 }
 
 impl EpochMetrics {
@@ -95,7 +98,7 @@ impl EpochMetrics {
         format!(
             "{{\"experiment\":\"{}\",\"epoch\":{},\"iterations\":{},\"source_val_acc\":{:.4},\
              \"target_test_acc\":{:.4},\"target_train_acc\":{:.4},\"loss_d\":{:?},\"loss_g\":{:?},\
-             \"loss_c\":{:?},\"loss_f\":{:?},\"lr\":{:?},\"lr_g\":{:?},\"seconds\":{:.3}}}",
+             \"loss_c\":{:?},\"loss_f\":{:?},\"lr\":{:?},\"lr_g\":{:?},\"seconds\":{:.3},\"train_seconds\":{:.3}}}",
             experiment.name(),
             self.epoch,
             self.iterations,
@@ -108,7 +111,8 @@ impl EpochMetrics {
             self.losses.f,
             self.lr,
             self.lr_g,
-            self.seconds
+            self.seconds,
+            self.train_seconds
         )
     }
 }
@@ -147,9 +151,10 @@ impl RunSummary {
     pub fn best(&self) -> &EpochMetrics {
         &self.epochs[self.best_epoch - 1]
     }
+    /// Training seconds per iteration (evaluation excluded).
     pub fn seconds_per_iteration(&self) -> f64 {
         let it: u64 = self.epochs.iter().map(|e| e.iterations).sum();
-        let s: f64 = self.epochs.iter().map(|e| e.seconds).sum();
+        let s: f64 = self.epochs.iter().map(|e| e.train_seconds).sum();
         if it == 0 {
             0.0
         } else {
@@ -379,6 +384,8 @@ fn parse_metrics(line: &str) -> Option<EpochMetrics> {
         lr: f("lr")?,
         lr_g: f("lr_g")?,
         seconds: f("seconds")?,
+        // Runs written before the field existed: the whole epoch's time.
+        train_seconds: f("train_seconds").or(f("seconds"))?,
     })
 }
 
@@ -632,6 +639,7 @@ fn run_with<B: Backend>(
                 progress.iterations(since, &interval);
             }
         }
+        let train_seconds = started.elapsed().as_secs_f64();
         let k = per_epoch as f32;
         let losses = Losses {
             d: logged[0] / k,
@@ -650,6 +658,7 @@ fn run_with<B: Backend>(
             lr,
             lr_g: cfg.hyper.lr,
             seconds: started.elapsed().as_secs_f64(),
+            train_seconds,
         };
         if let Some((g_s, g_t)) = trainer.generated.take() {
             let s = dir.samples();
@@ -755,6 +764,7 @@ mod tests {
             lr: 4.9e-4,
             lr_g: 5e-4,
             seconds: 1.5,
+            train_seconds: 1.25,
         };
         let line = m.to_json(Experiment::Exp1);
         assert_eq!(parse_metrics(&line), Some(m));

@@ -366,7 +366,8 @@ fn print_summary(s: &RunSummary) {
         );
     }
     println!(
-        "\n{:.3} s per iteration on {}; files in {}: metrics.jsonl, accuracy.png, samples/, \
+        "\n{:.3} s per training iteration on {} (evaluation excluded); files in {}: \
+         metrics.jsonl, accuracy.png, samples/, \
          checkpoints/last.safetensors, checkpoints/best.safetensors",
         s.seconds_per_iteration(),
         s.device,

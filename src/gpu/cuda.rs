@@ -192,6 +192,10 @@ pub struct CudaExecutor {
     cc: (i32, i32),
     name: String,
     modules: Mutex<HashMap<String, Module>>,
+    /// Wait for every launch (GTADAPT_CUDA_SYNC=1): a failing kernel is named in the error.
+    /// Otherwise launches are asynchronous on the stream and a kernel fault surfaces at the
+    /// next synchronizing call (a copy), which says how to find the kernel.
+    sync_each_launch: bool,
 }
 
 // SAFETY: the raw module and function handles are only used with the context bound and under
@@ -250,6 +254,7 @@ impl CudaExecutor {
             cc,
             name,
             modules: Mutex::new(HashMap::new()),
+            sync_each_launch: std::env::var("GTADAPT_CUDA_SYNC").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -498,6 +503,9 @@ impl Executor for CudaExecutor {
             )
         }
         .map_err(|e| driver_error(what(), "cuLaunchKernel", e))?;
+        if !self.sync_each_launch {
+            return Ok(());
+        }
         self.stream.synchronize().map_err(|e| {
             match driver_error(what(), "cuStreamSynchronize", e) {
                 GpuError::Driver { code, hint, .. } => GpuError::KernelFailed {
@@ -529,7 +537,8 @@ impl<T: DeviceRepr> Buffer<T> for CudaBuffer<T> {
         self.ptr
     }
     fn read(&self) -> Result<Vec<T>, GpuError> {
-        let what = "device → host copy";
+        let what = "device → host copy (after the launches before it; GTADAPT_CUDA_SYNC=1 \
+                    names a failing kernel)";
         self.ctx
             .bind_to_thread()
             .map_err(|e| driver_error(what, "cuCtxSetCurrent", e))?;
@@ -547,7 +556,8 @@ impl<T: DeviceRepr> Buffer<T> for CudaBuffer<T> {
     }
     fn write(&mut self, data: &[T]) -> Result<(), GpuError> {
         assert_eq!(data.len(), self.len, "device buffer length");
-        let what = "host → device copy";
+        let what = "host → device copy (after the launches before it; GTADAPT_CUDA_SYNC=1 \
+                    names a failing kernel)";
         self.ctx
             .bind_to_thread()
             .map_err(|e| driver_error(what, "cuCtxSetCurrent", e))?;

@@ -98,7 +98,8 @@ pub trait Executor {
     /// A short name for messages ("emulator", "cuda").
     fn name(&self) -> &'static str;
 
-    /// Launch `kernel` and wait for it.
+    /// Launch `kernel`, in order after every earlier launch (the emulator runs it at once; the
+    /// CUDA executor queues it on its stream and copies wait for it).
     ///
     /// # Safety
     /// `params` must be the kernel's parameter array: `params[0]` points to a live value of the

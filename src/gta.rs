@@ -554,7 +554,10 @@ impl<B: Backend> Trainer<B> {
                 let (sv, tv) = (&new_s, &new_t);
                 let o = d_src.forward(&mut tape, sv, g_s, true)?;
                 let t = d_tgt.forward(&mut tape, tv, g_t, true)?;
-                let terms = [tape.cross_entropy_with(o, y)?, tape.bce_with_logits(t, real())?];
+                let terms = [
+                    tape.cross_entropy_with(o, y)?,
+                    tape.bce_with_logits(t, real())?,
+                ];
                 let loss_g = sum(&mut tape, &terms)?;
                 let o2 = d_src.forward(&mut tape, sv, g_s, true)?;
                 let t2 = d_tgt.forward(&mut tape, tv, g_t, true)?;

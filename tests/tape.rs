@@ -219,3 +219,66 @@ fn backward_rejects_a_non_scalar_loss_and_a_foreign_var() {
     let z = other.param(Tensor::zeros([1]).unwrap());
     assert!(tape.backward(z, &[x]).is_err());
 }
+
+/// conv→ReLU and BN→LeakyReLU fused into one op each give the bits of the separate ops,
+/// forward and backward; an activation that cannot be fused is refused.
+#[test]
+fn fused_activations_equal_the_separate_ops_bit_for_bit() {
+    use gtadapt::ops::activation::Activation;
+    let lrelu = Activation::LeakyRelu { slope: 0.2 };
+    let run = |fused: bool| -> (Vec<f32>, Vec<Tensor>) {
+        let mut tape = Tape::new();
+        let x = tape.input(normal_tensor(&[3, 3, 7, 7], 1.0, 11));
+        let w = tape.param(normal_tensor(&[5, 3, 3, 3], 0.3, 12));
+        let b = tape.param(normal_tensor(&[5], 0.1, 13));
+        let g = tape.param(normal_tensor(&[5], 1.0, 14));
+        let beta = tape.param(normal_tensor(&[5], 0.1, 15));
+        let mut running = RunningStats::new(5);
+        let p = Conv2dParams {
+            stride: 1,
+            padding: 1,
+        };
+        let bn = BatchNormParams::default();
+        let y = if fused {
+            let h = tape
+                .conv2d_act(x, w, Some(b), p, Some(Activation::Relu))
+                .unwrap();
+            tape.batch_norm2d_act(h, g, beta, &mut running, true, bn, Some(lrelu))
+                .unwrap()
+        } else {
+            let h = tape.conv2d(x, w, Some(b), p).unwrap();
+            let h = tape.relu(h).unwrap();
+            let h = tape
+                .batch_norm2d(h, g, beta, &mut running, true, bn)
+                .unwrap();
+            tape.activation(h, lrelu).unwrap()
+        };
+        let r = normal_tensor(tape.value(y).dims(), 1.0, 16);
+        let flat = tape.flatten(y).unwrap();
+        let n = tape.value(flat).dims()[1];
+        let wr = tape.input(Tensor::new([1, n], r.data()[..n].to_vec()).unwrap());
+        let loss = tape.linear(flat, wr, None).unwrap();
+        let loss = tape.flatten(loss).unwrap();
+        let logits = tape.reshape(loss, &[1, 3]).unwrap();
+        let l = tape.cross_entropy(logits, &[1]).unwrap();
+        let grads = tape.backward(l, &[w, b, g, beta]).unwrap();
+        (tape.value(y).data().to_vec(), grads)
+    };
+    let (ya, ga) = run(false);
+    let (yb, gb) = run(true);
+    assert_eq!(ya, yb, "forward");
+    for (a, b) in ga.iter().zip(&gb) {
+        assert_eq!(a.data(), b.data(), "backward");
+    }
+    let mut tape = Tape::new();
+    let x = tape.input(Tensor::zeros([1, 1, 3, 3]).unwrap());
+    let w = tape.param(Tensor::zeros([1, 1, 1, 1]).unwrap());
+    let p = Conv2dParams {
+        stride: 1,
+        padding: 0,
+    };
+    let err = tape
+        .conv2d_act(x, w, None, p, Some(Activation::Tanh))
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be fused"), "{err}");
+}

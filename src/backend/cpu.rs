@@ -56,6 +56,14 @@ fn layer_grads(g: LayerGrads<f32>, like: [Option<&Tensor>; 3]) -> Result<Grads3<
     ])
 }
 
+/// `act(y)` when an activation is fused, else `y`: exactly the separate ops' bits.
+fn then(act: Option<Activation>, y: Vec<f32>) -> Vec<f32> {
+    match act {
+        Some(a) => a.forward(&y),
+        None => y,
+    }
+}
+
 impl Backend for Cpu {
     type Tensor = Tensor;
     type Labels = Vec<u32>;
@@ -176,6 +184,7 @@ impl Backend for Cpu {
         b: Option<&Tensor>,
         p: Conv2dParams,
         transposed: bool,
+        act: Option<Activation>,
     ) -> Result<Tensor> {
         let op = if transposed {
             "conv_transpose2d"
@@ -203,7 +212,7 @@ impl Backend for Cpu {
             b.map(Tensor::data),
             p,
         )?;
-        Tensor::new(y_dims, y)
+        Tensor::new(y_dims, then(act, y))
     }
     fn conv_backward(
         &self,
@@ -287,6 +296,7 @@ impl Backend for Cpu {
         running: &mut RunningStats,
         training: bool,
         p: BatchNormParams,
+        act: Option<Activation>,
     ) -> Result<(Tensor, CpuBnSaved)> {
         const OP: &str = "batch_norm2d";
         let x_dims = x.dims4(OP)?;
@@ -307,7 +317,8 @@ impl Backend for Cpu {
             // forward_train succeeded, so the per-channel count is ≥ 2 and fits usize.
             let count = x_dims[0] * x_dims[2] * x_dims[3];
             running.update(&stats, count, p.momentum)?;
-            Ok((Tensor::new(x.shape().clone(), y)?, CpuBnSaved::Batch(stats)))
+            let y = Tensor::new(x.shape().clone(), then(act, y))?;
+            Ok((y, CpuBnSaved::Batch(stats)))
         } else {
             let (mean, var) = (running.mean.clone(), running.var.clone());
             let y = batch_norm2d_forward_eval(x.data(), x_dims, w, b, &mean, &var, p.eps)?;
@@ -316,7 +327,7 @@ impl Backend for Cpu {
                 var,
                 eps: p.eps,
             };
-            Ok((Tensor::new(x.shape().clone(), y)?, saved))
+            Ok((Tensor::new(x.shape().clone(), then(act, y))?, saved))
         }
     }
     fn batch_norm_backward(

@@ -563,13 +563,14 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         b: Option<&GpuTensor<M>>,
         p: Conv2dParams,
         transposed: bool,
+        act: Option<Activation>,
     ) -> Result<GpuTensor<M>> {
         let s = self.conv_shape(x, w, p, transposed)?;
         let y_dims = s.y_dims()?;
         let (xb, wb) = (self.buf(x)?, self.buf(w)?);
         let bb = b.map(|b| self.buf(b)).transpose()?;
         self.output(Shape::new(&y_dims), |y| {
-            conv_k::forward(&self.inner.exec, &s, xb, wb, bb, None, y)
+            conv_k::forward(&self.inner.exec, &s, xb, wb, bb, act, y)
         })
     }
     fn conv_backward(
@@ -698,6 +699,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         running: &mut GpuRunningStats<M>,
         training: bool,
         p: BatchNormParams,
+        act: Option<Activation>,
     ) -> Result<(GpuTensor<M>, GpuBnSaved<M>)> {
         const OP: &str = "batch_norm2d";
         let x_dims = dims4(OP, &x.shape)?;
@@ -716,7 +718,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
                     bb,
                     p.eps,
                     p.momentum,
-                    None,
+                    act,
                     y,
                     &mut mean,
                     &mut invstd,
@@ -740,7 +742,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
                     &running.mean,
                     &running.var,
                     p.eps,
-                    None,
+                    act,
                     y,
                 )
             })?;

@@ -135,7 +135,8 @@ pub trait Backend: Clone + 'static {
     ) -> Result<Vec<Option<Self::Tensor>>>;
 
     // ---- layers ----
-    /// conv2d (w `[Cout,Cin,k,k]`) or, with `transposed`, conv_transpose2d (w `[Cin,Cout,k,k]`).
+    /// conv2d (w `[Cout,Cin,k,k]`) or, with `transposed`, conv_transpose2d (w `[Cin,Cout,k,k]`),
+    /// then `act` when given (a [`crate::ops::activation::fusable`] one).
     fn conv(
         &self,
         x: &Self::Tensor,
@@ -143,6 +144,7 @@ pub trait Backend: Clone + 'static {
         b: Option<&Self::Tensor>,
         p: Conv2dParams,
         transposed: bool,
+        act: Option<Activation>,
     ) -> Result<Self::Tensor>;
     #[allow(clippy::too_many_arguments)]
     fn conv_backward(
@@ -182,7 +184,9 @@ pub trait Backend: Clone + 'static {
         indices: &Self::PoolIndices,
     ) -> Result<Self::Tensor>;
     /// Batch norm with batch statistics (`training`, running statistics updated) or with the
-    /// running ones. On error the running statistics are unchanged.
+    /// running ones, then `act` when given (a [`crate::ops::activation::fusable`] one). On
+    /// error the running statistics are unchanged.
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm(
         &self,
         x: &Self::Tensor,
@@ -191,6 +195,7 @@ pub trait Backend: Clone + 'static {
         running: &mut Self::RunningStats,
         training: bool,
         p: BatchNormParams,
+        act: Option<Activation>,
     ) -> Result<(Self::Tensor, Self::BnSaved)>;
     fn batch_norm_backward(
         &self,

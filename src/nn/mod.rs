@@ -13,7 +13,7 @@ pub mod init;
 
 use crate::backend::{Backend, Cpu, TensorValue};
 use crate::error::{Error, Result};
-use crate::ops::activation::Activation;
+use crate::ops::activation::{fusable, Activation};
 use crate::ops::batchnorm::{BatchNormParams, RunningStats};
 use crate::ops::conv::Conv2dParams;
 use crate::tape::{Tape, Var};
@@ -237,13 +237,25 @@ impl<B: Backend> Network<B> {
             ));
         }
         let mut h = x;
-        for layer in &self.seqs[seq].layers {
-            h = match *layer {
+        let layers = &self.seqs[seq].layers;
+        let mut i = 0;
+        while i < layers.len() {
+            // A ReLU/LeakyReLU right after a conv or batch norm runs fused into it (one pass
+            // over the output on the GPU; the same bits as the two separate ops).
+            let fused = match layers.get(i + 1) {
+                Some(Layer::Activation(a)) if fusable(*a) => match layers[i] {
+                    Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => Some(*a),
+                    Layer::BatchNorm2d { .. } => Some(*a),
+                    _ => None,
+                },
+                _ => None,
+            };
+            h = match layers[i] {
                 Layer::Conv2d { weight, bias, p } => {
-                    tape.conv2d(h, vars[weight], bias.map(|b| vars[b]), p)?
+                    tape.conv2d_act(h, vars[weight], bias.map(|b| vars[b]), p, fused)?
                 }
                 Layer::ConvTranspose2d { weight, bias, p } => {
-                    tape.conv_transpose2d(h, vars[weight], bias.map(|b| vars[b]), p)?
+                    tape.conv_transpose2d_act(h, vars[weight], bias.map(|b| vars[b]), p, fused)?
                 }
                 Layer::BatchNorm2d {
                     weight,
@@ -251,13 +263,14 @@ impl<B: Backend> Network<B> {
                     buffers,
                 } => {
                     let bn = &mut self.batch_norms[buffers];
-                    let y = tape.batch_norm2d(
+                    let y = tape.batch_norm2d_act(
                         h,
                         vars[weight],
                         vars[bias],
                         &mut bn.stats,
                         training,
                         BatchNormParams::default(),
+                        fused,
                     )?;
                     if training {
                         bn.num_batches_tracked += 1;
@@ -270,6 +283,7 @@ impl<B: Backend> Network<B> {
                     tape.linear(h, vars[weight], bias.map(|b| vars[b]))?
                 }
             };
+            i += if fused.is_some() { 2 } else { 1 };
         }
         Ok(h)
     }

@@ -104,6 +104,59 @@ impl<B: Backend> BackwardOp<B> for ActivationBackward {
     }
 }
 
+/// Whether `act` can be fused into the op before it: its backward can then be taken from the
+/// fused output, because sign(act(x)) = sign(x) (ReLU, and LeakyReLU with a positive slope).
+pub fn fusable(act: Activation) -> bool {
+    match act {
+        Activation::Relu => true,
+        Activation::LeakyRelu { slope } => slope > 0.0,
+        Activation::Tanh | Activation::Sigmoid => false,
+    }
+}
+
+/// The backward of an op (`op`) whose output went through a fused activation: act' taken from
+/// the output (see [`fusable`]), then `op`'s own backward. Same bits as the two separate ops.
+pub(crate) struct WithActivation<Op> {
+    pub op: Op,
+    pub act: Option<Activation>,
+}
+
+impl<B: Backend, Op: BackwardOp<B>> BackwardOp<B> for WithActivation<Op> {
+    fn name(&self) -> &'static str {
+        self.op.name()
+    }
+    fn backward(
+        &self,
+        backend: &B,
+        inputs: &[&B::Tensor],
+        output: &B::Tensor,
+        grad_output: &B::Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<B::Tensor>>> {
+        match self.act {
+            None => self.op.backward(backend, inputs, output, grad_output, need),
+            Some(act) => {
+                let g = backend.activation_backward(act, output, output, grad_output)?;
+                self.op.backward(backend, inputs, output, &g, need)
+            }
+        }
+    }
+}
+
+/// `act` if it can be fused, else an error naming `op`.
+pub(crate) fn check_fusable(op: &'static str, act: Option<Activation>) -> Result<()> {
+    match act {
+        Some(a) if !fusable(a) => Err(crate::error::Error::invalid(
+            op,
+            format!(
+                "{} cannot be fused (only ReLU and LeakyReLU with slope > 0)",
+                a.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl<B: Backend> Tape<B> {
     /// y = act(x), any shape.
     pub fn activation(&mut self, x: Var, act: Activation) -> Result<Var> {

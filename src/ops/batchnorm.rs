@@ -24,6 +24,7 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::ops::activation::{check_fusable, Activation, WithActivation};
 use crate::ops::LayerGrads;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
@@ -466,6 +467,23 @@ impl<B: Backend> Tape<B> {
         training: bool,
         p: BatchNormParams,
     ) -> Result<Var> {
+        self.batch_norm2d_act(x, weight, bias, running, training, p, None)
+    }
+
+    /// `act(batch_norm2d(...))` as one op (one pass over the output on the GPU); `act` must
+    /// be [`crate::ops::activation::fusable`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm2d_act(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Var,
+        running: &mut B::RunningStats,
+        training: bool,
+        p: BatchNormParams,
+        act: Option<Activation>,
+    ) -> Result<Var> {
+        check_fusable("batch_norm2d", act)?;
         if !(p.eps.is_finite() && p.eps >= 0.0) {
             return Err(Error::invalid(
                 "batch_norm2d",
@@ -479,8 +497,13 @@ impl<B: Backend> Tape<B> {
             running,
             training,
             p,
+            act,
         )?;
-        self.record(&[x, weight, bias], y, BatchNormBackward { saved })
+        let op = WithActivation {
+            op: BatchNormBackward { saved },
+            act,
+        };
+        self.record(&[x, weight, bias], y, op)
     }
 }
 

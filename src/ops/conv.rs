@@ -22,6 +22,7 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::ops::activation::{check_fusable, Activation, WithActivation};
 use crate::ops::LayerGrads;
 use crate::tape::{BackwardOp, Tape, Var};
 use rayon::prelude::*;
@@ -740,7 +741,20 @@ impl<B: Backend> BackwardOp<B> for ConvBackward {
 impl<B: Backend> Tape<B> {
     /// y = conv2d(x, w) + b: x `[N,Cin,H,W]`, w `[Cout,Cin,kh,kw]`, b `[Cout]`.
     pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Result<Var> {
-        self.conv_layer(x, w, b, p, false)
+        self.conv_layer(x, w, b, p, false, None)
+    }
+
+    /// `act(conv2d(x, w) + b)` as one op (one pass over the output on the GPU); `act` must
+    /// be [`crate::ops::activation::fusable`].
+    pub fn conv2d_act(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        p: Conv2dParams,
+        act: Option<Activation>,
+    ) -> Result<Var> {
+        self.conv_layer(x, w, b, p, false, act)
     }
 
     /// y = conv_transpose2d(x, w) + b: x `[N,Cin,H,W]`, w `[Cin,Cout,kh,kw]`, b `[Cout]`.
@@ -751,7 +765,19 @@ impl<B: Backend> Tape<B> {
         b: Option<Var>,
         p: Conv2dParams,
     ) -> Result<Var> {
-        self.conv_layer(x, w, b, p, true)
+        self.conv_layer(x, w, b, p, true, None)
+    }
+
+    /// `act(conv_transpose2d(x, w) + b)` as one op; `act` must be fusable.
+    pub fn conv_transpose2d_act(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        p: Conv2dParams,
+        act: Option<Activation>,
+    ) -> Result<Var> {
+        self.conv_layer(x, w, b, p, true, act)
     }
 
     fn conv_layer(
@@ -761,16 +787,23 @@ impl<B: Backend> Tape<B> {
         b: Option<Var>,
         p: Conv2dParams,
         transposed: bool,
+        act: Option<Activation>,
     ) -> Result<Var> {
+        check_fusable("conv2d", act)?;
         let y = self.backend().conv(
             self.value(x),
             self.value(w),
             b.map(|b| self.value(b)),
             p,
             transposed,
+            act,
         )?;
         let inputs: Vec<Var> = [x, w].into_iter().chain(b).collect();
-        self.record(&inputs, y, ConvBackward { p, transposed })
+        let op = WithActivation {
+            op: ConvBackward { p, transposed },
+            act,
+        };
+        self.record(&inputs, y, op)
     }
 }
 

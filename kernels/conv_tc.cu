@@ -35,6 +35,14 @@
 #define TC_THREADS 128
 #define TC_PAD 8
 
+// Fixed-count loops over register arrays must unroll (a run-time index moves the array to
+// local memory: the accumulators did, in the epilogue, before this).
+#ifdef GTA_EMU
+#define TC_UNROLL
+#else
+#define TC_UNROLL _Pragma("unroll")
+#endif
+
 enum { TC_FWD = 0, TC_BWD_DATA = 1, TC_WGRAD = 2 };
 
 // The per-thread gather state of one block's GEMM (the decompositions hoisted out of the K
@@ -127,6 +135,7 @@ template <int MODE, int BM, int BN> struct TcGather {
                     a_off = (k / ohw) * p.c_col * ohw + k % ohw;
                 }
             }
+            TC_UNROLL
             for (int r = 0; r < A_LOADS; ++r) {
                 const unsigned m = m0 + ma + A_MSTEP * r;
                 float v = 0.0f;
@@ -138,6 +147,7 @@ template <int MODE, int BM, int BN> struct TcGather {
                 va[r] = v;
             }
         }
+        TC_UNROLL
         for (int r = 0; r < B_LOADS; ++r) {
             const unsigned k = kt + kb + B_KSTEP * r;
             float v = 0.0f;
@@ -182,20 +192,27 @@ __device__ __forceinline__ void conv_tc_gemm(const ConvParams& p) {
     const unsigned wm = (warp / WARPS_N) * WTM, wn = (warp % WARPS_N) * WTN;
 
     float acc[MI][NI][4];
+    TC_UNROLL
     for (int i = 0; i < MI; ++i)
+        TC_UNROLL
         for (int j = 0; j < NI; ++j)
+            TC_UNROLL
             for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.0f;
 
     float va[G::A_LOADS], vb[G::B_LOADS];
     if (g.k_begin < g.k_end) g.load(p, g.k_begin, va, vb);
     for (unsigned kt = g.k_begin; kt < g.k_end; kt += TC_BK) {
+        TC_UNROLL
         for (int r = 0; r < G::A_LOADS; ++r) As[g.ka][g.ma + G::A_MSTEP * r] = gta_cvt_tf32(va[r]);
+        TC_UNROLL
         for (int r = 0; r < G::B_LOADS; ++r) Bs[g.kb + G::B_KSTEP * r][g.jb] = gta_cvt_tf32(vb[r]);
         __syncthreads();
         // The next tile's global loads are in flight during this tile's mma's.
         if (kt + TC_BK < g.k_end) g.load(p, kt + TC_BK, va, vb);
+        TC_UNROLL
         for (int ks = 0; ks < TC_BK; ks += 8) {
             unsigned a[MI][4], b[NI][2];
+            TC_UNROLL
             for (int i = 0; i < MI; ++i) {
                 const unsigned m = wm + 16 * i + gq;
                 a[i][0] = As[ks + tq][m];
@@ -203,12 +220,15 @@ __device__ __forceinline__ void conv_tc_gemm(const ConvParams& p) {
                 a[i][2] = As[ks + tq + 4][m];
                 a[i][3] = As[ks + tq + 4][m + 8];
             }
+            TC_UNROLL
             for (int j = 0; j < NI; ++j) {
                 const unsigned n = wn + 8 * j + gq;
                 b[j][0] = Bs[ks + tq][n];
                 b[j][1] = Bs[ks + tq + 4][n];
             }
+            TC_UNROLL
             for (int i = 0; i < MI; ++i)
+                TC_UNROLL
                 for (int j = 0; j < NI; ++j) gta_mma_tf32_m16n8k8(acc[i][j], a[i], b[j], acc[i][j]);
         }
         __syncthreads();
@@ -216,12 +236,16 @@ __device__ __forceinline__ void conv_tc_gemm(const ConvParams& p) {
 
     // Epilogue (as conv.cu): accumulator q of tile (i, j) is C[wm + 16i + gq + 8(q/2)]
     // [wn + 8j + 2tq + q%2]; bias, activation, NCHW store (wgrad: the partial or gw itself).
+    TC_UNROLL
     for (int i = 0; i < MI; ++i) {
+        TC_UNROLL
         for (int h = 0; h < 2; ++h) {
             const unsigned m = g.m0 + wm + 16 * i + gq + 8 * h;
             if (m >= g.M) continue;
             const float bias = p.bias ? p.bias[m] : 0.0f;
+            TC_UNROLL
             for (int j = 0; j < NI; ++j) {
+                TC_UNROLL
                 for (int e = 0; e < 2; ++e) {
                     const unsigned jo = g.n0 + wn + 8 * j + 2 * tq + e;
                     if (jo >= g.N) continue;

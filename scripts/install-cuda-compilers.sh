@@ -16,7 +16,8 @@
 # prints the exports. Pinned versions (the newest 12.x on PyPI when pinned): change both
 # together. cuobjdump has no 12.x wheel on PyPI (no nvidia-cuda-cuobjdump-cu12 at all; the
 # nvidia-cuda-cuobjdump project starts at 13.2): 13.x disassembles the sm_80/sm_90 cubins of
-# the 12.9 ptxas (ELF cubins; CUDA 13 dropped only pre-Turing targets).
+# the 12.9 ptxas (ELF cubins; CUDA 13 dropped only pre-Turing targets). cuobjdump -sass runs
+# nvdisasm, which the nvidia-cuda-nvdisasm wheel (same version) puts next to it.
 set -euo pipefail
 
 NVRTC_VERSION=12.9.86
@@ -36,12 +37,12 @@ if [[ ! -f "$stamp" ]]; then
         exit 1
     fi
     echo "install-cuda-compilers: pip-installing nvidia-cuda-nvrtc-cu12==$NVRTC_VERSION" \
-        "nvidia-cuda-nvcc-cu12==$NVCC_VERSION nvidia-cuda-cuobjdump==$CUOBJDUMP_VERSION into $dir" >&2
+        "nvidia-cuda-nvcc-cu12==$NVCC_VERSION nvidia-cuda-cuobjdump==$CUOBJDUMP_VERSION nvidia-cuda-nvdisasm==$CUOBJDUMP_VERSION into $dir" >&2
     rm -rf "$dir/nvidia" "$dir"/.installed-*
     PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
         --target "$dir" \
         "nvidia-cuda-nvrtc-cu12==$NVRTC_VERSION" "nvidia-cuda-nvcc-cu12==$NVCC_VERSION" \
-        "nvidia-cuda-cuobjdump==$CUOBJDUMP_VERSION" >&2
+        "nvidia-cuda-cuobjdump==$CUOBJDUMP_VERSION" "nvidia-cuda-nvdisasm==$CUOBJDUMP_VERSION" >&2
     touch "$stamp"
 fi
 
@@ -56,8 +57,8 @@ if [[ ! -x "$ptxas" ]]; then
     echo "install-cuda-compilers: $ptxas missing after install" >&2
     exit 1
 fi
-if [[ ! -x "$cuobjdump" ]]; then
-    echo "install-cuda-compilers: $cuobjdump missing after install" >&2
+if [[ ! -x "$cuobjdump" || ! -x "$(dirname "$cuobjdump")/nvdisasm" ]]; then
+    echo "install-cuda-compilers: $cuobjdump or nvdisasm beside it missing after install" >&2
     exit 1
 fi
 # cudarc also tries the plain name libnvrtc.so first; give it one in a folder we control.

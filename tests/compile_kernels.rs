@@ -414,7 +414,13 @@ fn tensor_core_conv_kernels_have_hmma_in_sass() {
         );
         assert!(out.status.success(), "ptxas {sm}:\n{log}");
         let usage = parse_ptxas(&log);
+        // cuobjdump -sass runs nvdisasm from PATH: the wheels put it beside cuobjdump.
+        let mut path = vec![cuobjdump.parent().unwrap_or(Path::new(".")).to_path_buf()];
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
         let out = Command::new(&cuobjdump)
+            .env("PATH", std::env::join_paths(path).unwrap())
             .arg("-sass")
             .arg(&cubin)
             .output()

@@ -33,6 +33,37 @@ template <class T> __device__ __forceinline__ T* gta_dynamic_smem() {
     extern __shared__ __align__(16) unsigned char gta_smem_[];
     return reinterpret_cast<T*>(gta_smem_);
 }
+
+// Tensor cores (sm_80+). gta_cvt_tf32: cvt.rna.tf32.f32, the nearest TF32 value (10 mantissa
+// bits; ties away from zero) as a .b32 pattern with the low 13 bits zero.
+// gta_mma_tf32_m16n8k8: D = A·B + C over one warp (all 32 lanes, converged), A 16×8 row-major,
+// B 8×8 column-major, f32 accumulators; fragments in the PTX ISA layout ("Matrix Fragments for
+// mma.m16n8k8", .tf32), g = lane >> 2, t = lane % 4:
+//   a0 = A[g][t]  a1 = A[g+8][t]  a2 = A[g][t+4]  a3 = A[g+8][t+4]   b0 = B[t][g]  b1 = B[t+4][g]
+//   c0/d0 = C[g][2t]  c1/d1 = C[g][2t+1]  c2/d2 = C[g+8][2t]  c3/d3 = C[g+8][2t+1]
+// The emulator implements the same (kernels/emu/emu.h, runtime.cpp). Below sm_80 they trap.
+__device__ __forceinline__ unsigned gta_cvt_tf32(float x) {
+#if __CUDA_ARCH__ >= 800
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+#else
+    __trap();
+    return 0u;
+#endif
+}
+__device__ __forceinline__ void gta_mma_tf32_m16n8k8(float d[4], const unsigned a[4],
+                                                     const unsigned b[2], const float c[4]) {
+#if __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]),
+          "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+    __trap();
+#endif
+}
 #else
 // ---- CPU emulator build ----
 #define GTA_KERNEL(name, Params)                                                               \

@@ -181,3 +181,38 @@ GTA_KERNEL(selftest_warp_exit, SelftestVecParams) {
     const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < p.n) p.out[i] = p.x[i];
 }
+
+// One TF32 tensor-core product D = A·B + C (gta_mma_tf32_m16n8k8, kernels/common.cuh) by one
+// warp (block 32, grid 1): x = A [16][8], then B [8][8] (B[k][n]), then C [16][8], row-major
+// (320 floats); out = D [16][8]. A and B go through gta_cvt_tf32. p.n = 1 loads B's fragments
+// transposed (B[n][k]): a wrong layout, which the test must see as a different result.
+GTA_KERNEL(selftest_mma_tf32, SelftestVecParams) {
+    const unsigned l = threadIdx.x % 32, g = l >> 2, t = l & 3;
+    const float* A = p.x;
+    const float* B = p.x + 128;
+    const float* C = p.x + 192;
+    const bool wrong = p.n == 1;
+    unsigned a[4], b[2];
+    float c[4], d[4];
+    a[0] = gta_cvt_tf32(A[g * 8 + t]);
+    a[1] = gta_cvt_tf32(A[(g + 8) * 8 + t]);
+    a[2] = gta_cvt_tf32(A[g * 8 + t + 4]);
+    a[3] = gta_cvt_tf32(A[(g + 8) * 8 + t + 4]);
+    b[0] = gta_cvt_tf32(wrong ? B[g * 8 + t] : B[t * 8 + g]);
+    b[1] = gta_cvt_tf32(wrong ? B[g * 8 + t + 4] : B[(t + 4) * 8 + g]);
+    c[0] = C[g * 8 + 2 * t];
+    c[1] = C[g * 8 + 2 * t + 1];
+    c[2] = C[(g + 8) * 8 + 2 * t];
+    c[3] = C[(g + 8) * 8 + 2 * t + 1];
+    gta_mma_tf32_m16n8k8(d, a, b, c);
+    p.out[g * 8 + 2 * t] = d[0];
+    p.out[g * 8 + 2 * t + 1] = d[1];
+    p.out[(g + 8) * 8 + 2 * t] = d[2];
+    p.out[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+// gta_cvt_tf32 element-wise: out[i] = the f32 value of the TF32 pattern of x[i] (grid-stride).
+GTA_KERNEL(selftest_cvt_tf32, SelftestVecParams) {
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x)
+        p.out[i] = __uint_as_float(gta_cvt_tf32(p.x[i]));
+}

@@ -290,3 +290,163 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
 }
+
+/// cuobjdump: GTADAPT_CUOBJDUMP, else the wheel's binary under GTADAPT_CUDA_TOOLS, else PATH.
+fn cuobjdump() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("GTADAPT_CUOBJDUMP").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(d) = std::env::var_os("GTADAPT_CUDA_TOOLS").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(d).join("nvidia/cu13/bin/cuobjdump");
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("cuobjdump"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// SASS instruction counts per function of `cuobjdump -sass` output: (HMMA, LDL + STL, all).
+fn sass_counts(sass: &str) -> BTreeMap<String, (usize, usize, usize)> {
+    let mut map: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in sass.lines() {
+        if let Some(rest) = line.trim().strip_prefix("Function : ") {
+            current = Some(rest.trim().to_string());
+            map.entry(rest.trim().to_string()).or_default();
+        } else if let (Some(name), Some(body)) = (&current, line.split("*/").nth(1)) {
+            // An instruction line: `/*0070*/   HMMA.1688.F32.TF32 R4, R8, R12, R4 ;`
+            let op = body.split_whitespace().find(|w| !w.starts_with('@'));
+            let Some(op) = op.filter(|o| o.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+            else {
+                continue;
+            };
+            let e = map.get_mut(name).expect("entry");
+            e.2 += 1;
+            if op.starts_with("HMMA") {
+                e.0 += 1;
+            }
+            if op.starts_with("LDL") || op.starts_with("STL") {
+                e.1 += 1;
+            }
+        }
+    }
+    map
+}
+
+#[test]
+fn parses_sass() {
+    let sass = "\t\tFunction : k1\n\
+        \x20       /*0000*/                   MOV R1, c[0x0][0x28] ;  /* 0x00000a0000017a02 */\n\
+        \x20       /*0010*/                   HMMA.1688.F32.TF32 R4, R8, R12, R4 ;  /* 0x0 */\n\
+        \x20       /*0020*/              @!P0 STL [R1], R2 ;  /* 0x0 */\n\
+        \t\tFunction : k2\n\
+        \x20       /*0000*/                   EXIT ;  /* 0x0 */\n";
+    let m = sass_counts(sass);
+    assert_eq!(m["k1"], (1, 1, 3));
+    assert_eq!(m["k2"], (0, 0, 1));
+}
+
+/// kernels/conv_tc.cu (TF32 mma.sync) assembled for sm_80 and sm_90, disassembled with
+/// `cuobjdump -sass`: every kernel must contain HMMA (tensor-core) instructions and no
+/// local-memory traffic (LDL/STL). Prints the counts with ptxas's registers and shared memory.
+/// Skips without the tools, fails without them under CI=true / GTADAPT_REQUIRE_NVRTC=1.
+#[test]
+fn tensor_core_conv_kernels_have_hmma_in_sass() {
+    let Some(ptxas) = tools() else { return };
+    let Some(cuobjdump) = cuobjdump().filter(|p| p.is_file()) else {
+        let msg = "SASS check: cuobjdump missing (set GTADAPT_CUOBJDUMP, or run \
+                   `eval \"$(scripts/install-cuda-compilers.sh)\"`)";
+        if required() {
+            panic!("{msg} (required: CI=true or GTADAPT_REQUIRE_NVRTC=1)");
+        }
+        eprintln!("SKIP {msg}");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    let headers: Vec<(String, String)> = kernel_files("cuh")
+        .iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(p).unwrap(),
+            )
+        })
+        .collect();
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let src = std::fs::read_to_string(dir.join("conv_tc.cu")).unwrap();
+    let declared = sources::kernel_names(&src);
+    assert_eq!(declared.len(), 6, "conv_tc.cu kernels: {declared:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut report = String::from(
+        "| kernel | arch | registers | smem bytes | HMMA | LDL+STL | SASS instructions |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
+    );
+    let mut failures = Vec::new();
+    for cc in ARCHS {
+        let arch = nvrtc::ptx_arch(cc);
+        let sm = format!("sm_{}{}", cc.0, cc.1);
+        let ptx = nvrtc::compile_ptx("conv_tc", &src, &header_refs, &arch)
+            .unwrap_or_else(|e| panic!("conv_tc for {arch}: {e}"));
+        assert!(
+            ptx.contains("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"),
+            "no TF32 mma.sync in the PTX"
+        );
+        let ptx_path = tmp.path().join(format!("conv_tc.{arch}.ptx"));
+        let cubin = tmp.path().join(format!("conv_tc.{sm}.cubin"));
+        std::fs::write(&ptx_path, &ptx).unwrap();
+        let out = Command::new(&ptxas)
+            .args(["-v", "--gpu-name", &sm, "-o"])
+            .arg(&cubin)
+            .arg(&ptx_path)
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "ptxas {sm}:\n{log}");
+        let usage = parse_ptxas(&log);
+        // cuobjdump -sass runs nvdisasm from PATH: the wheels put it beside cuobjdump.
+        let mut path = vec![cuobjdump.parent().unwrap_or(Path::new(".")).to_path_buf()];
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let out = Command::new(&cuobjdump)
+            .env("PATH", std::env::join_paths(path).unwrap())
+            .arg("-sass")
+            .arg(&cubin)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", cuobjdump.display()));
+        let sass = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "cuobjdump -sass {sm}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counts = sass_counts(&sass);
+        for k in &declared {
+            let (hmma, local, total) = counts.get(k).copied().unwrap_or_default();
+            let u = usage.get(k).cloned().unwrap_or_default();
+            report.push_str(&format!(
+                "| {k} | {sm} | {} | {} | {hmma} | {local} | {total} |\n",
+                u.registers, u.smem
+            ));
+            if hmma == 0 {
+                failures.push(format!("{k} ({sm}): no HMMA in the SASS"));
+            }
+            if local > 0 {
+                failures.push(format!("{k} ({sm}): {local} LDL/STL (local memory)"));
+            }
+        }
+    }
+    eprintln!("## SASS of kernels/conv_tc.cu (cuobjdump -sass)\n\n{report}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

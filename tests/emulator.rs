@@ -427,3 +427,145 @@ fn reference_case_timing() {
     }
     assert_eq!(out.to_vec(), expected_block_sums(&xs, 128, 256));
 }
+
+/// The TF32 value nearest `x` (10-bit mantissa, ties away from zero), computed independently
+/// of the kernels' bit trick: scale to an integer significand in f64 and round half away.
+fn tf32_reference(x: f32) -> f32 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let v = x as f64;
+    let e = v.abs().log2().floor() as i32;
+    let ulp = f64::powi(2.0, (e - 10).max(-136));
+    ((v / ulp).abs() + 0.5).floor().copysign(v) as f32 * ulp as f32
+}
+
+#[test]
+fn cvt_tf32_rounds_to_nearest_ties_away() {
+    let mut xs: Vec<f32> = selftest_ints(1000, -1 << 29, 1 << 29, 7)
+        .into_iter()
+        .map(|i| i as f32 * 2.74e-7)
+        .collect();
+    let one = 1.0f32;
+    let tie = f32::from_bits(one.to_bits() + 0x1000); // 1 + 2^-11: halfway between TF32 values
+    xs.extend([
+        tie,
+        -tie,
+        f32::from_bits(tie.to_bits() - 1),
+        f32::from_bits(tie.to_bits() + 1),
+        f32::from_bits(0x3fff_f000), // rounds up into the next binade (2.0)
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3.0e-38,
+    ]);
+    let n = xs.len();
+    let x = DeviceBuffer::from_slice(&xs);
+    let out = DeviceBuffer::filled(n, f32::NAN);
+    launch(
+        "selftest_cvt_tf32",
+        LaunchConfig::for_elements(n, 128),
+        &vec_params(&x, &out, n),
+    )
+    .unwrap();
+    let got = out.to_vec();
+    for (i, (&g, &x)) in got.iter().zip(&xs).enumerate() {
+        let want = tf32_reference(x);
+        assert_eq!(
+            g.to_bits(),
+            want.to_bits(),
+            "[{i}] x = {x:e}: got {g:e}, want {want:e}"
+        );
+        assert_eq!(g.to_bits() & 0x1fff, 0, "[{i}]: low 13 bits not zero");
+    }
+    assert_eq!(
+        got[n - 10],
+        f32::from_bits(one.to_bits() + 0x2000),
+        "tie away from zero"
+    );
+    assert_eq!(got[n - 9], -f32::from_bits(one.to_bits() + 0x2000));
+    assert_eq!(got[n - 8], one);
+    assert_eq!(got[n - 6], 2.0);
+    let nan = DeviceBuffer::from_slice(&[f32::NAN]);
+    launch(
+        "selftest_cvt_tf32",
+        LaunchConfig::linear(1, 32),
+        &vec_params(&nan, &out, 1),
+    )
+    .unwrap();
+    assert!(out.to_vec()[0].is_nan());
+}
+
+/// D = C + A·B with TF32-rounded A and B, accumulated in k order in f32 (each product of two
+/// TF32 values is exact in f32). `bt`: use Bᵀ instead of B.
+fn mma_reference(xs: &[f32], bt: bool) -> Vec<f32> {
+    let (a, b, c) = (&xs[..128], &xs[128..192], &xs[192..320]);
+    let mut d = vec![0f32; 128];
+    for i in 0..16 {
+        for j in 0..8 {
+            let mut acc = c[i * 8 + j];
+            for k in 0..8 {
+                let bkj = if bt { b[j * 8 + k] } else { b[k * 8 + j] };
+                let prod = tf32_reference(a[i * 8 + k]) * tf32_reference(bkj);
+                assert_eq!(
+                    prod as f64,
+                    tf32_reference(a[i * 8 + k]) as f64 * tf32_reference(bkj) as f64
+                );
+                acc += prod;
+            }
+            d[i * 8 + j] = acc;
+        }
+    }
+    d
+}
+
+#[test]
+fn mma_tf32_m16n8k8_follows_the_ptx_fragment_layouts() {
+    // Values with full f32 mantissas, so that the TF32 rounding of A and B matters.
+    let xs: Vec<f32> = selftest_ints(320, -1 << 24, 1 << 24, 11)
+        .into_iter()
+        .map(|i| i as f32 / (1 << 23) as f32 + 1.0e-3)
+        .collect();
+    let x = DeviceBuffer::from_slice(&xs);
+    let out = DeviceBuffer::filled(128, f32::NAN);
+    let cfg = LaunchConfig::linear(1, 32);
+    launch("selftest_mma_tf32", cfg, &vec_params(&x, &out, 0)).unwrap();
+    let got = out.to_vec();
+    let want = mma_reference(&xs, false);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "D[{}][{}]: got {g:e}, want {w:e}",
+            i / 8,
+            i % 8
+        );
+    }
+    // Rounding matters: the same product without the TF32 rounding differs.
+    let exact: Vec<f32> = (0..128)
+        .map(|e| {
+            let (i, j) = (e / 8, e % 8);
+            (0..8).fold(xs[192 + e], |acc, k| {
+                acc + xs[i * 8 + k] * xs[128 + k * 8 + j]
+            })
+        })
+        .collect();
+    assert_ne!(got, exact, "the TF32 rounding had no effect");
+
+    // A wrong layout (B's fragments loaded transposed) is caught: the result is A·Bᵀ + C.
+    let out2 = DeviceBuffer::filled(128, f32::NAN);
+    launch("selftest_mma_tf32", cfg, &vec_params(&x, &out2, 1)).unwrap();
+    let wrong = out2.to_vec();
+    assert_ne!(wrong, want, "a transposed B fragment layout went unnoticed");
+    assert_eq!(wrong, mma_reference(&xs, true));
+
+    // mma.sync is a full-warp operation: a 16-thread block is an error, not a result.
+    let err = launch(
+        "selftest_mma_tf32",
+        LaunchConfig::linear(1, 16),
+        &vec_params(&x, &out, 0),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("all 32 lanes"), "{err}");
+}

@@ -1,5 +1,5 @@
 //! Every kernel of kernels/*.cu (activation, elementwise, layout, reduce, loss, adam, rng,
-//! data, batchnorm, pool, linear, conv) against the CPU backend, through [`gtadapt::gpu::check`]
+//! data, batchnorm, pool, linear, conv, conv_tf32) against the CPU backend, through [`gtadapt::gpu::check`]
 //! (the same checks `gtadapt kernels check` runs): on the emulator always, and on the CUDA
 //! executor when a GPU is present (see `executor_for_tests`). Inputs, sizes and tolerances are
 //! documented in src/gpu/check/ (mod.rs, and one file per family for the layer kernels).
@@ -91,6 +91,11 @@ fn conv_kernels_match_the_cpu_within_the_rounding_bound() {
 }
 
 #[test]
+fn tf32_tensor_core_conv_kernels_match_the_cpu_within_the_tf32_bound() {
+    family("conv_tf32");
+}
+
+#[test]
 fn batch_norm_matches_the_cpu_within_its_bounds() {
     family("batchnorm");
 }
@@ -124,6 +129,8 @@ fn the_whole_check_passes_with_another_seed_and_reports_every_family() {
         "gather_batch",
         "conv2d backward_filter",
         "conv_transpose2d forward",
+        "conv2d forward (tf32)",
+        "conv_transpose2d backward_filter (tf32) vs TF32-rounded inputs",
         "batchnorm_forward_train mean",
         "batchnorm_backward_eval gx",
         "max_pool_forward argmax",

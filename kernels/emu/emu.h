@@ -56,6 +56,10 @@
 //   math (f64)   log sqrt sin cos (host libm; on the GPU these are CUDA's double-precision
 //                functions, which are NOT all correctly rounded: kernels that need bit parity
 //                through them say so, and scripts/gpu-check.sh checks it on the device)
+//   tensor core  gta_mma_tf32_m16n8k8(d, a, b, c) (mma.sync.aligned.m16n8k8.row.col.f32.tf32
+//                .tf32.f32, full warp, PTX ISA fragment layouts: see gta_emu::mma_tf32 in
+//                runtime.cpp) and gta_cvt_tf32(x) (cvt.rna.tf32.f32), both from
+//                kernels/common.cuh's names
 //   misc         printf (<cstdio>), nullptr, sizeof, templates, constexpr
 // <math.h>/<cmath> are deliberately NOT included: an unlisted math function does not compile.
 // To support something new, add it here, to the CUDA side of kernels/common.cuh if needed,
@@ -125,7 +129,9 @@ constexpr int warpSize = 32;
 // Runtime entry points (runtime.cpp). They are opaque calls on purpose: the compiler must assume
 // they read and write any shared/global memory, so nothing is cached across a barrier.
 namespace gta_emu {
-enum class WarpOp : unsigned char { Sync, ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All };
+enum class WarpOp : unsigned char {
+    Sync, ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, MmaTf32
+};
 
 int block_barrier(int kind, int predicate, std::source_location loc);
 unsigned long long warp_collective(WarpOp op, unsigned mask, unsigned long long value,
@@ -199,6 +205,40 @@ GTA_EMU_SHFL(unsigned long long)
 GTA_EMU_SHFL(float)
 GTA_EMU_SHFL(double)
 #undef GTA_EMU_SHFL
+
+// ---------------------------------------------------------------------------------------------
+// Tensor cores: TF32 mma.sync m16n8k8 (D = A·B + C, A 16×8 row-major, B 8×8 column-major, C and
+// D 16×8, f32 accumulators). Each lane passes its fragment registers in the PTX ISA layout
+// (section "Matrix Fragments for mma.m16n8k8", .tf32); the warp collective gathers the 32
+// lanes' fragments, computes the product once and hands each lane its D fragment (see
+// gta_emu::mma_tf32 in runtime.cpp). All 32 lanes must take part (mask 0xffffffff), as on the
+// GPU.
+namespace gta_emu {
+struct MmaTf32Frag {
+    unsigned a[4];
+    unsigned b[2];
+    float c[4];
+    float d[4];
+};
+} // namespace gta_emu
+inline void gta_mma_tf32_m16n8k8(float d[4], const unsigned a[4], const unsigned b[2],
+                                 const float c[4], GTA_EMU_LOC) {
+    gta_emu::MmaTf32Frag f;
+    for (int i = 0; i < 4; ++i) f.a[i] = a[i], f.c[i] = c[i];
+    f.b[0] = b[0], f.b[1] = b[1];
+    gta_emu::warp_collective(gta_emu::WarpOp::MmaTf32, 0xffffffffu,
+                             (unsigned long long)(std::uintptr_t)&f, 0, 32, loc);
+    for (int i = 0; i < 4; ++i) d[i] = f.d[i];
+}
+// cvt.rna.tf32.f32: round to the nearest TF32 value (10 explicit mantissa bits, the low 13
+// bits of the f32 pattern zero), ties away from zero; NaN gives the canonical NaN, ±inf stays.
+inline unsigned gta_cvt_tf32(float x) {
+    unsigned u = gta_emu::from_bits<unsigned>(gta_emu::to_bits(x));
+    if ((u & 0x7f800000u) == 0x7f800000u) return (u & 0x007fffffu) ? 0x7fffffffu : u;
+    // Sign-magnitude: adding half an ulp of TF32 to the magnitude rounds ties away from zero
+    // (a carry into the exponent is the correct next binade, or infinity).
+    return (u + 0x1000u) & 0xffffe000u;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Atomics. Blocks may run on several OS threads, so these are real atomics (relaxed, like

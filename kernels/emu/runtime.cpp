@@ -256,6 +256,7 @@ const char* op_name(WarpOp op) {
     case WarpOp::Ballot: return "__ballot_sync";
     case WarpOp::Any: return "__any_sync";
     case WarpOp::All: return "__all_sync";
+    case WarpOp::MmaTf32: return "gta_mma_tf32_m16n8k8";
     }
     return "?";
 }
@@ -264,6 +265,56 @@ std::string hex(unsigned m) {
     char b[16];
     std::snprintf(b, sizeof b, "0x%08x", m);
     return b;
+}
+
+// The TF32 operand the tensor core reads from a .b32 register: the top 19 bits (sign, 8
+// exponent bits, 10 mantissa bits). Kernels pass gta_cvt_tf32 results, whose low 13 bits are
+// already zero; a raw f32 is truncated, as the hardware ignores those bits. NaN stays NaN.
+float tf32_operand(unsigned u) {
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return from_bits<float>(0x7fffffffu);
+    return from_bits<float>(u & 0xffffe000u);
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 for one warp, every lane's MmaTf32Frag
+// (emu.h) at f0[lane].value. Fragment layouts of the PTX ISA, "Matrix Fragments for
+// mma.m16n8k8" (.tf32 A and B, .f32 C/D), with g = lane >> 2 (groupID) and t = lane % 4
+// (threadID_in_group):
+//   A (16×8, row):  a0 = A[g][t]    a1 = A[g+8][t]    a2 = A[g][t+4]    a3 = A[g+8][t+4]
+//   B (8×8, col):   b0 = B[t][g]    b1 = B[t+4][g]                      (B[k][n])
+//   C, D (16×8):    c0 = C[g][2t]   c1 = C[g][2t+1]   c2 = C[g+8][2t]   c3 = C[g+8][2t+1]
+// D[i][j] = C[i][j] + Σ_k A[i][k]·B[k][j]: each TF32 product is exact in f32 (11 × 11
+// significant bits), added in k order with f32 rounding (the hardware's internal order and
+// rounding are unspecified; the tests' bounds allow any order).
+void mma_tf32(Fiber* f0) {
+    float A[16][8], B[8][8], C[16][8];
+    for (unsigned l = 0; l < 32; ++l) {
+        const MmaTf32Frag& f = *reinterpret_cast<const MmaTf32Frag*>((std::uintptr_t)f0[l].value);
+        const unsigned g = l >> 2, t = l & 3;
+        A[g][t] = tf32_operand(f.a[0]);
+        A[g + 8][t] = tf32_operand(f.a[1]);
+        A[g][t + 4] = tf32_operand(f.a[2]);
+        A[g + 8][t + 4] = tf32_operand(f.a[3]);
+        B[t][g] = tf32_operand(f.b[0]);
+        B[t + 4][g] = tf32_operand(f.b[1]);
+        C[g][2 * t] = f.c[0];
+        C[g][2 * t + 1] = f.c[1];
+        C[g + 8][2 * t] = f.c[2];
+        C[g + 8][2 * t + 1] = f.c[3];
+    }
+    for (unsigned l = 0; l < 32; ++l) {
+        MmaTf32Frag& f = *reinterpret_cast<MmaTf32Frag*>((std::uintptr_t)f0[l].value);
+        const unsigned g = l >> 2, t = l & 3;
+        const unsigned rows[4] = {g, g, g + 8, g + 8};
+        const unsigned cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+        for (int r = 0; r < 4; ++r) {
+            float acc = C[rows[r]][cols[r]];
+            for (int k = 0; k < 8; ++k) {
+                const float prod = A[rows[r]][k] * B[k][cols[r]];  // exact for TF32 inputs
+                acc = acc + prod;
+            }
+            f.d[r] = acc;
+        }
+    }
 }
 
 // Resolve the warp collectives of warp `f0[0..n)` whose lanes all stopped. Returns false (with
@@ -304,6 +355,17 @@ bool resolve_warp(Worker& w, Fiber* f0, unsigned n) {
                           std::to_string(j) + ", mask " + hex(b.mask) + ")";
                 return false;
             }
+        }
+        if (a.op == WarpOp::MmaTf32) {
+            if (group != 0xffffffffu) {
+                w.error = site() + ": mma.sync needs all 32 lanes of a full warp (mask " +
+                          hex(a.mask) + ", " + std::to_string(n) + " lanes in this warp)";
+                return false;
+            }
+            mma_tf32(f0);
+            for (unsigned j = 0; j < n; ++j) f0[j].result = 0, f0[j].wait = Wait::Running;
+            done |= group;
+            continue;
         }
         unsigned ballot = 0;
         for (unsigned j = 0; j < n; ++j)

@@ -26,10 +26,10 @@ use crate::ops::LayerGrads;
 
 /// One layer: conv2d (weight [Cout, Cin, k, k]) or conv_transpose2d ([Cin, Cout, k, k]).
 #[derive(Clone, Copy)]
-struct Case {
-    shape: ConvShape,
-    bias: bool,
-    act: Option<Activation>,
+pub(super) struct Case {
+    pub(super) shape: ConvShape,
+    pub(super) bias: bool,
+    pub(super) act: Option<Activation>,
 }
 
 fn case(transposed: bool, x: [usize; 4], c_out: usize, k: usize, s: usize, p: usize) -> Case {
@@ -76,7 +76,7 @@ impl Case {
 const RELU: Activation = Activation::Relu;
 const LRELU: Activation = Activation::LeakyRelu { slope: 0.2 };
 
-fn cases() -> Vec<Case> {
+pub(super) fn cases() -> Vec<Case> {
     vec![
         // F1 (ndf 8): conv k5 3→8→8→16, ReLU (biases).
         conv([2, 3, 32, 32], 8, 5, 1, 0).bias().act(RELU),
@@ -125,7 +125,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn label(c: &Case) -> String {
+pub(super) fn label(c: &Case) -> String {
     let s = &c.shape;
     format!(
         "x{:?} w{:?} s{}p{}",
@@ -167,14 +167,20 @@ fn abs64(v: &[f32]) -> Vec<f64> {
 }
 
 /// What the CPU says for one case: results and the Σ|terms| of each element.
-struct Oracle {
-    y: Vec<f32>,
-    y_abs: Vec<f64>,
-    grads: LayerGrads<f32>,
-    grads_abs: LayerGrads<f64>,
+pub(super) struct Oracle {
+    pub(super) y: Vec<f32>,
+    pub(super) y_abs: Vec<f64>,
+    pub(super) grads: LayerGrads<f32>,
+    pub(super) grads_abs: LayerGrads<f64>,
 }
 
-fn oracle(c: &Case, x: &[f32], w: &[f32], b: &[f32], gy: &[f32]) -> crate::error::Result<Oracle> {
+pub(super) fn oracle(
+    c: &Case,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    gy: &[f32],
+) -> crate::error::Result<Oracle> {
     let s = &c.shape;
     let bias = c.bias.then_some(b);
     let y_lin = oracle_forward(s, x, w, bias)?;
@@ -297,7 +303,7 @@ pub fn conv_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<()
     misuse(exec, r)
 }
 
-fn or_empty<T>(v: Option<&[T]>) -> &[T] {
+pub(super) fn or_empty<T>(v: Option<&[T]>) -> &[T] {
     v.unwrap_or(&[])
 }
 

@@ -1,5 +1,5 @@
 //! Every kernel of kernels/{activation,elementwise,layout,reduce,loss,adam,rng,data}.cu (and,
-//! one file each here, conv.cu, batchnorm.cu, pool.cu and linear.cu),
+//! one file each here, conv.cu, conv_tc.cu (conv_tf32.rs), batchnorm.cu, pool.cu and linear.cu),
 //! launched through its [`super::kernels`] function on an executor, against the CPU backend
 //! (the oracle) on fresh random inputs of awkward sizes (1, 3, 257, 1000 elements; batch 3 and
 //! 257; 7, 10 and 11 classes), outputs poisoned with NaN first. Shared by `gtadapt kernels
@@ -17,6 +17,7 @@
 
 pub mod batchnorm;
 mod conv;
+mod conv_tf32;
 pub mod linear;
 pub mod pool;
 
@@ -390,6 +391,7 @@ pub fn families<M: Memory>() -> Vec<Family<M>> {
         ("batchnorm", batchnorm::batch_norm::<M>),
         ("pool", pool::max_pool::<M>),
         ("linear", linear::linear_kernels::<M>),
+        ("conv_tf32", conv_tf32::conv_tf32_kernels::<M>),
         // Last: its cases are fixed and use no seed (the others keep their historic seeds).
         ("rng", philox::<M>),
     ]

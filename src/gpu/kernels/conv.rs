@@ -7,6 +7,11 @@
 //! the im side, so its passes are the conv kernels with the arguments swapped (convT forward =
 //! conv backward-data, convT backward-data = conv forward, convT backward-filter = conv
 //! backward-filter with the im and col tensors exchanged).
+//!
+//! [`Precision`] picks the GEMM engine: [`Precision::Fp32`] (the default, kernels/conv.cu:
+//! FP32 FMAs) or [`Precision::Tf32`] (kernels/conv_tc.cu: TF32 tensor-core mma.sync, inputs
+//! rounded to 10 mantissa bits, f32 accumulation; sm_80+). The `*_with` functions take it;
+//! [`forward`], [`backward_data`], [`backward_filter`] and [`workspace_len`] are FP32.
 
 use super::{check_len, count, elements, invalid, launch};
 use crate::gpu::{Buffer, GpuError, LaunchConfig, Memory};
@@ -62,8 +67,38 @@ const _: () = assert!(std::mem::size_of::<ConvBiasGradParams>() == 32);
 
 /// Threads per block of every conv kernel (`CONV_THREADS` in kernels/conv.cu).
 const THREADS: u32 = 256;
-/// The reduction step of the GEMM tiles (`CONV_BK`).
+/// Threads per block of the tensor-core kernels (`TC_THREADS` in kernels/conv_tc.cu).
+const TC_THREADS: u32 = 128;
+/// The reduction step of the GEMM tiles (`CONV_BK`, `TC_BK`: the same).
 const BK: usize = 16;
+
+/// The arithmetic of the conv GEMMs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// FP32 FMAs (kernels/conv.cu): within 2·γ_K·Σ|terms| of the CPU.
+    #[default]
+    Fp32,
+    /// TF32 tensor cores (kernels/conv_tc.cu, sm_80+): A and B rounded to TF32 (cvt.rna, ≤ 2^-11
+    /// relative each), exact products, f32 accumulation. See src/gpu/check/conv_tf32.rs for
+    /// the error bound.
+    Tf32,
+}
+
+impl Precision {
+    /// The kernel name prefix: `conv_` or `conv_tc_`.
+    fn prefix(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "conv_",
+            Precision::Tf32 => "conv_tc_",
+        }
+    }
+    fn threads(self) -> u32 {
+        match self {
+            Precision::Fp32 => THREADS,
+            Precision::Tf32 => TC_THREADS,
+        }
+    }
+}
 /// Backward-filter splits its reduction until about this many blocks run (a constant, not
 /// the device's SM count, so the result's bits do not depend on the device)...
 const WGRAD_TARGET_BLOCKS: usize = 256;
@@ -191,26 +226,38 @@ impl ConvShape {
     }
 }
 
-/// The tile shape for `m` GEMM rows: 16×256 for narrow outputs, 64×64 otherwise.
-fn tile(m: usize) -> (usize, usize, &'static str) {
-    if m <= 16 {
-        (16, 256, "16x256")
-    } else {
-        (64, 64, "64x64")
+/// The tile shape for `m` GEMM rows: 16×256 (FP32) or 16×128 (TF32) for narrow outputs,
+/// 64×64 otherwise.
+fn tile(m: usize, prec: Precision) -> (usize, usize, &'static str) {
+    match (m <= 16, prec) {
+        (true, Precision::Fp32) => (16, 256, "16x256"),
+        (true, Precision::Tf32) => (16, 128, "16x128"),
+        (false, _) => (64, 64, "64x64"),
     }
+}
+
+/// The kernel of `pass` ("fwd", "bwd_data", "wgrad") for `m` GEMM rows.
+fn kernel_name(pass: &str, m: usize, prec: Precision) -> String {
+    format!("{}{pass}_{}", prec.prefix(), tile(m, prec).2)
 }
 
 /// The launch grid of a GEMM pass (`z`: wgrad splits or bwd_data stride phases), after
 /// checking it fits CUDA's limits.
-fn grid(kernel: &str, m: usize, n: usize, z: usize) -> Result<LaunchConfig, GpuError> {
-    let (bm, bn, _) = tile(m);
+fn grid(
+    kernel: &str,
+    m: usize,
+    n: usize,
+    z: usize,
+    prec: Precision,
+) -> Result<LaunchConfig, GpuError> {
+    let (bm, bn, _) = tile(m, prec);
     let (gx, gy) = (n.div_ceil(bn).max(1), m.div_ceil(bm).max(1));
     if gx >= 1 << 31 || gy > 65535 || z > 65535 {
         return Err(invalid(kernel, format!("grid {gx}×{gy}×{z} too large")));
     }
     Ok(LaunchConfig {
         grid: [gx as u32, gy as u32, z as u32],
-        block: [THREADS, 1, 1],
+        block: [prec.threads(), 1, 1],
         dynamic_smem: 0,
     })
 }
@@ -257,6 +304,7 @@ fn act_code(kernel: &str, act: Option<Activation>) -> Result<(i32, f32), GpuErro
 #[allow(clippy::too_many_arguments)]
 fn fwd_pass<M: Memory>(
     exec: &M,
+    prec: Precision,
     g: &Geom,
     im: &M::Buf<f32>,
     w: &M::Buf<f32>,
@@ -265,7 +313,7 @@ fn fwd_pass<M: Memory>(
     col: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     let (m, n, k) = (g.c_col, g.n * g.oh * g.ow, g.c_im * g.kh * g.kw);
-    let kernel = format!("conv_fwd_{}", tile(m).2);
+    let kernel = kernel_name("fwd", m, prec);
     let kn = kernel.as_str();
     check_len(kn, "im", im, g.im_len())?;
     check_len(kn, "weight", w, g.w_len())?;
@@ -276,7 +324,7 @@ fn fwd_pass<M: Memory>(
     if g.n == 0 {
         return Ok(());
     }
-    let cfg = grid(kn, m, n, 1)?;
+    let cfg = grid(kn, m, n, 1, prec)?;
     let p = ConvParams {
         im: im.device_ptr(),
         wt: w.device_ptr(),
@@ -296,6 +344,7 @@ fn fwd_pass<M: Memory>(
 #[allow(clippy::too_many_arguments)]
 fn bwd_data_pass<M: Memory>(
     exec: &M,
+    prec: Precision,
     g: &Geom,
     col: &M::Buf<f32>,
     w: &M::Buf<f32>,
@@ -307,7 +356,7 @@ fn bwd_data_pass<M: Memory>(
     let st = g.stride;
     let (m, k) = (g.c_im, g.c_col * g.kh * g.kw);
     let n = g.n * g.ih.div_ceil(st) * g.iw.div_ceil(st);
-    let kernel = format!("conv_bwd_data_{}", tile(m).2);
+    let kernel = kernel_name("bwd_data", m, prec);
     let kn = kernel.as_str();
     check_len(kn, "col", col, g.col_len())?;
     check_len(kn, "weight", w, g.w_len())?;
@@ -318,7 +367,7 @@ fn bwd_data_pass<M: Memory>(
     if g.n == 0 {
         return Ok(());
     }
-    let cfg = grid(kn, m, n, st * st)?;
+    let cfg = grid(kn, m, n, st * st, prec)?;
     let p = ConvParams {
         col: col.device_ptr(),
         wt: w.device_ptr(),
@@ -336,8 +385,8 @@ fn bwd_data_pass<M: Memory>(
 
 /// How backward-filter splits its reduction of length `k` for an `m`×`n` weight GEMM:
 /// (splits, slice length). A function of the shapes only.
-fn wgrad_split(m: usize, n: usize, k: usize) -> (usize, usize) {
-    let (bm, bn, _) = tile(m);
+fn wgrad_split(m: usize, n: usize, k: usize, prec: Precision) -> (usize, usize) {
+    let (bm, bn, _) = tile(m, prec);
     let tiles = m.div_ceil(bm) * n.div_ceil(bn);
     let want = WGRAD_TARGET_BLOCKS
         .div_ceil(tiles)
@@ -352,17 +401,22 @@ fn wgrad_dims(g: &Geom) -> (usize, usize, usize) {
 }
 
 impl ConvShape {
-    fn wgrad_split(&self) -> Option<(usize, usize)> {
+    fn wgrad_split(&self, prec: Precision) -> Option<(usize, usize)> {
         let g = self.geom("conv_wgrad").ok()?;
         let (m, n, k) = wgrad_dims(&g);
-        Some(wgrad_split(m, n, k))
+        Some(wgrad_split(m, n, k, prec))
     }
 }
 
 /// Floats of workspace [`backward_filter`] needs for `s` (0 when it needs none, or when the
 /// shape is invalid: [`backward_filter`] then reports the error).
 pub fn workspace_len(s: &ConvShape) -> usize {
-    match s.wgrad_split() {
+    workspace_len_with(s, Precision::Fp32)
+}
+
+/// [`workspace_len`] for [`backward_filter_with`] at precision `prec`.
+pub fn workspace_len_with(s: &ConvShape, prec: Precision) -> usize {
+    match s.wgrad_split(prec) {
         Some((splits, _)) if splits > 1 => splits * s.w_dims.iter().product::<usize>(),
         _ => 0,
     }
@@ -379,12 +433,27 @@ pub fn forward<M: Memory>(
     act: Option<Activation>,
     y: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
+    forward_with(exec, Precision::Fp32, s, x, w, bias, act, y)
+}
+
+/// [`forward`] at precision `prec`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with<M: Memory>(
+    exec: &M,
+    prec: Precision,
+    s: &ConvShape,
+    x: &M::Buf<f32>,
+    w: &M::Buf<f32>,
+    bias: Option<&M::Buf<f32>>,
+    act: Option<Activation>,
+    y: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
     let g = s.geom("conv_forward")?;
     let act = act_code("conv_forward", act)?;
     if s.transposed {
-        bwd_data_pass(exec, &g, x, w, bias, act, y)
+        bwd_data_pass(exec, prec, &g, x, w, bias, act, y)
     } else {
-        fwd_pass(exec, &g, x, w, bias, act, y)
+        fwd_pass(exec, prec, &g, x, w, bias, act, y)
     }
 }
 
@@ -396,11 +465,23 @@ pub fn backward_data<M: Memory>(
     w: &M::Buf<f32>,
     gx: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
+    backward_data_with(exec, Precision::Fp32, s, gy, w, gx)
+}
+
+/// [`backward_data`] at precision `prec`.
+pub fn backward_data_with<M: Memory>(
+    exec: &M,
+    prec: Precision,
+    s: &ConvShape,
+    gy: &M::Buf<f32>,
+    w: &M::Buf<f32>,
+    gx: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
     let g = s.geom("conv_backward_data")?;
     if s.transposed {
-        fwd_pass(exec, &g, gy, w, None, (-1, 0.0), gx)
+        fwd_pass(exec, prec, &g, gy, w, None, (-1, 0.0), gx)
     } else {
-        bwd_data_pass(exec, &g, gy, w, None, (-1, 0.0), gx)
+        bwd_data_pass(exec, prec, &g, gy, w, None, (-1, 0.0), gx)
     }
 }
 
@@ -415,11 +496,25 @@ pub fn backward_filter<M: Memory>(
     workspace: &mut M::Buf<f32>,
     gw: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
+    backward_filter_with(exec, Precision::Fp32, s, x, gy, workspace, gw)
+}
+
+/// [`backward_filter`] at precision `prec`; `workspace` must hold at least
+/// [`workspace_len_with`]`(s, prec)` floats.
+pub fn backward_filter_with<M: Memory>(
+    exec: &M,
+    prec: Precision,
+    s: &ConvShape,
+    x: &M::Buf<f32>,
+    gy: &M::Buf<f32>,
+    workspace: &mut M::Buf<f32>,
+    gw: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
     let g = s.geom("conv_wgrad")?;
     let (im, col) = if s.transposed { (gy, x) } else { (x, gy) };
     let (m, n, k) = wgrad_dims(&g);
-    let (splits, slice) = wgrad_split(m, n, k);
-    let kernel = format!("conv_wgrad_{}", tile(m).2);
+    let (splits, slice) = wgrad_split(m, n, k, prec);
+    let kernel = kernel_name("wgrad", m, prec);
     let kn = kernel.as_str();
     check_len(kn, "im", im, g.im_len())?;
     check_len(kn, "col", col, g.col_len())?;
@@ -432,7 +527,7 @@ pub fn backward_filter<M: Memory>(
         ));
     }
     count(kn, ws)?;
-    let cfg = grid(kn, m, n, splits)?;
+    let cfg = grid(kn, m, n, splits, prec)?;
     let out = if splits > 1 {
         workspace.device_ptr()
     } else {

@@ -20,6 +20,7 @@ use crate::backend::{Backend, Cpu};
 use crate::checkpoint::{restore_trainer, trainer_state, StateDict};
 use crate::data::{self, Batcher, Dataset, Split};
 use crate::error::{Error, Result};
+pub use crate::gpu::kernels::conv::Precision;
 use crate::gta::{Batch, Experiment, Hyper, Losses, Noise, Trainer};
 use crate::report;
 use crate::tensor::Tensor;
@@ -138,10 +139,10 @@ pub enum Device {
     /// The CPU backend (the reference ops).
     Cpu,
     /// The GPU backend on the SIMT emulator: the CUDA kernels executed on the CPU (slow; for
-    /// checking the GPU path without a GPU).
-    Emulator,
-    /// The GPU backend on an NVIDIA GPU.
-    Cuda,
+    /// checking the GPU path without a GPU), convolutions in the given precision.
+    Emulator(Precision),
+    /// The GPU backend on an NVIDIA GPU, convolutions in the given precision.
+    Cuda(Precision),
 }
 
 impl RunSummary {
@@ -442,9 +443,13 @@ pub fn run_on(
     };
     match device {
         Device::Cpu => run_with(Cpu, args, progress),
-        Device::Emulator => run_with(Gpu::new(crate::gpu::Emulator::new()), args, progress),
-        Device::Cuda => run_with(
-            Gpu::new(crate::gpu::cuda::CudaExecutor::new()?),
+        Device::Emulator(p) => run_with(
+            Gpu::with_precision(crate::gpu::Emulator::new(), p),
+            args,
+            progress,
+        ),
+        Device::Cuda(p) => run_with(
+            Gpu::with_precision(crate::gpu::cuda::CudaExecutor::new()?, p),
             args,
             progress,
         ),

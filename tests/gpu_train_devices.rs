@@ -8,7 +8,9 @@ use common::gtadapt;
 use gtadapt::gpu::cuda;
 use gtadapt::gta::{Experiment, Hyper};
 use gtadapt::models::Widths;
-use gtadapt::train::{self, Device, EpochMetrics, InputNorm, Quiet, RunConfig, RunSummary};
+use gtadapt::train::{
+    self, Device, EpochMetrics, InputNorm, Precision, Quiet, RunConfig, RunSummary,
+};
 use std::path::{Path, PathBuf};
 
 fn tiny(experiment: Experiment, epochs: usize) -> RunConfig {
@@ -67,9 +69,9 @@ fn assert_close(a: &EpochMetrics, b: &EpochMetrics, what: &str) {
 }
 
 fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Emulator];
+    let mut d = vec![Device::Emulator(Precision::Fp32)];
     if cuda::executor_for_tests().is_some() {
-        d.push(Device::Cuda);
+        d.push(Device::Cuda(Precision::Fp32));
     }
     d
 }
@@ -104,12 +106,24 @@ fn exp1_and_exp3_train_on_the_gpu_backend_like_on_the_cpu() {
 #[test]
 fn a_gpu_run_resumes_on_the_cpu_and_the_reverse() {
     let a = scratch("cross");
-    run(Device::Emulator, tiny(Experiment::Exp1, 1), &a);
+    run(
+        Device::Emulator(Precision::Fp32),
+        tiny(Experiment::Exp1, 1),
+        &a,
+    );
     let resumed = train::run_on(Device::Cpu, None, &a, true, false, Some(2), &mut Quiet)
         .expect("a checkpoint written on the GPU backend resumes on the CPU");
     assert_eq!(resumed.epochs.len(), 2);
-    let again = train::run_on(Device::Emulator, None, &a, true, false, Some(3), &mut Quiet)
-        .expect("and back");
+    let again = train::run_on(
+        Device::Emulator(Precision::Fp32),
+        None,
+        &a,
+        true,
+        false,
+        Some(3),
+        &mut Quiet,
+    )
+    .expect("and back");
     assert_eq!(again.epochs.len(), 3);
     let _ = std::fs::remove_dir_all(&a);
 }

@@ -11,6 +11,7 @@
 
 use super::{Backend, Grads3, TensorValue};
 use crate::error::{Error, Result};
+use crate::gpu::kernels::conv::Precision;
 use crate::gpu::kernels::data::{gather as gather_k, DeviceImages};
 use crate::gpu::kernels::{
     activation as act_k, adam as adam_k, batchnorm as bn_k, conv as conv_k, elementwise,
@@ -59,6 +60,8 @@ pub struct MemoryStats {
 
 struct Inner<M: Memory> {
     exec: M,
+    /// Arithmetic of the convolutions (FP32 FMAs or TF32 tensor cores).
+    precision: Precision,
     arena: RefCell<Arena<M>>,
     persistent_bytes: RefCell<usize>,
 }
@@ -174,10 +177,17 @@ pub enum GpuBnSaved<M: Memory> {
 }
 
 impl<M: Memory> Gpu<M> {
+    /// FP32 convolutions.
     pub fn new(exec: M) -> Self {
+        Self::with_precision(exec, Precision::Fp32)
+    }
+
+    /// Convolutions in `precision` (TF32: tensor cores, sm_80 and newer).
+    pub fn with_precision(exec: M, precision: Precision) -> Self {
         Gpu {
             inner: Rc::new(Inner {
                 exec,
+                precision,
                 arena: RefCell::new(Arena {
                     chunk: None,
                     offset: 0,
@@ -570,7 +580,16 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let (xb, wb) = (self.buf(x)?, self.buf(w)?);
         let bb = b.map(|b| self.buf(b)).transpose()?;
         self.output(Shape::new(&y_dims), |y| {
-            conv_k::forward(&self.inner.exec, &s, xb, wb, bb, act, y)
+            conv_k::forward_with(
+                &self.inner.exec,
+                self.inner.precision,
+                &s,
+                xb,
+                wb,
+                bb,
+                act,
+                y,
+            )
         })
     }
     fn conv_backward(
@@ -587,18 +606,18 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let y_dims = s.y_dims()?;
         same_shape("conv backward", &gy.shape, &Shape::new(&y_dims))?;
         let (xb, wb, gyb) = (self.buf(x)?, self.buf(w)?, self.buf(gy)?);
-        let exec = &self.inner.exec;
+        let (exec, prec) = (&self.inner.exec, self.inner.precision);
         let dx = need[0]
             .then(|| {
                 self.output(x.shape.clone(), |gx| {
-                    conv_k::backward_data(exec, &s, gyb, wb, gx)
+                    conv_k::backward_data_with(exec, prec, &s, gyb, wb, gx)
                 })
             })
             .transpose()?;
         let dw = if need[1] {
-            let (mut ws, _) = self.alloc::<f32>(conv_k::workspace_len(&s))?;
+            let (mut ws, _) = self.alloc::<f32>(conv_k::workspace_len_with(&s, prec))?;
             Some(self.output(w.shape.clone(), |gw| {
-                conv_k::backward_filter(exec, &s, xb, gyb, &mut ws, gw)
+                conv_k::backward_filter_with(exec, prec, &s, xb, gyb, &mut ws, gw)
             })?)
         } else {
             None

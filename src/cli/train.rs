@@ -9,7 +9,9 @@ use gtadapt::gta::{Experiment, Hyper, Losses, Trainer};
 use gtadapt::models::Widths;
 use gtadapt::ops::loss::argmax_rows;
 use gtadapt::report;
-use gtadapt::train::{self, Device, EpochMetrics, InputNorm, Progress, RunConfig, RunSummary};
+use gtadapt::train::{
+    self, Device, EpochMetrics, InputNorm, Precision, Progress, RunConfig, RunSummary,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -112,6 +114,17 @@ pub struct Budget {
     pub input_norm: NormArg,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// Arithmetic of the convolutions on the GPU backend: fp32 (FMA units), or tf32 (tensor
+    /// cores, sm_80+: inputs rounded to a 10-bit mantissa, f32 accumulation; faster, and
+    /// within TF32 rounding of FP32).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    Fp32,
+    Tf32,
 }
 
 impl Budget {
@@ -183,8 +196,12 @@ fn validate(cfg: &RunConfig) -> Result<()> {
     Ok(())
 }
 
-/// The backend `--device` names; `auto` takes the GPU when one is usable.
-fn resolve_device(d: DeviceArg) -> Result<Device> {
+/// The backend `--device` names, with `--precision`; `auto` takes the GPU when one is usable.
+fn resolve_device(d: DeviceArg, precision: PrecisionArg) -> Result<Device> {
+    let p = match precision {
+        PrecisionArg::Fp32 => Precision::Fp32,
+        PrecisionArg::Tf32 => Precision::Tf32,
+    };
     let gpu = || match probe_cuda() {
         CudaStatus::Ready { gpus, .. } if !gpus.is_empty() => Ok(()),
         CudaStatus::Ready { .. } => Err("the CUDA driver sees no GPU".to_string()),
@@ -192,17 +209,25 @@ fn resolve_device(d: DeviceArg) -> Result<Device> {
         CudaStatus::DriverError(e) => Err(e),
     };
     Ok(match d {
+        DeviceArg::Cpu if p == Precision::Tf32 => bail!(
+            "--precision tf32 runs the convolutions on tensor cores: it needs --device cuda (or \
+             emu, which emulates them); the CPU backend computes in FP32"
+        ),
         DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Emu => Device::Emulator,
+        DeviceArg::Emu => Device::Emulator(p),
         DeviceArg::Cuda => match gpu() {
-            Ok(()) => Device::Cuda,
+            Ok(()) => Device::Cuda(p),
             Err(why) => bail!(
                 "--device cuda: {why}. Use --device cpu to train on the CPU (or --device auto to \
                  take a GPU only when there is one)."
             ),
         },
         DeviceArg::Auto => match gpu() {
-            Ok(()) => Device::Cuda,
+            Ok(()) => Device::Cuda(p),
+            Err(_) if p == Precision::Tf32 => bail!(
+                "--precision tf32 needs a GPU (tensor cores); none is usable here — use \
+                 --device emu to emulate it, or drop --precision"
+            ),
             Err(_) => Device::Cpu,
         },
     })
@@ -302,8 +327,12 @@ fn print_config(cfg: &RunConfig, out: &Path, device: Device) {
     let h = &cfg.hyper;
     let backend = match device {
         Device::Cpu => format!("CPU backend ({} threads)", rayon::current_num_threads()),
-        Device::Emulator => "GPU backend on the SIMT emulator (CUDA kernels on the CPU)".into(),
-        Device::Cuda => "GPU backend on CUDA".into(),
+        Device::Emulator(p) => {
+            format!(
+                "GPU backend on the SIMT emulator (CUDA kernels on the CPU), {p:?} convolutions"
+            )
+        }
+        Device::Cuda(p) => format!("GPU backend on CUDA, {p:?} convolutions"),
     };
     println!(
         "gtadapt train: {} on {} → {}, {backend}",
@@ -387,7 +416,7 @@ fn print_summary(s: &RunSummary) {
 pub fn train(args: TrainArgs) -> Result<()> {
     let exp: Experiment = args.experiment.into();
     if let Some(dir) = &args.resume {
-        let device = resolve_device(args.budget.device)?;
+        let device = resolve_device(args.budget.device, args.budget.precision)?;
         println!("gtadapt train: resuming the run in {}", dir.display());
         let mut bar = Bar {
             bar: None,
@@ -399,7 +428,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let cfg = args.budget.config(exp)?;
-    let device = resolve_device(args.budget.device)?;
+    let device = resolve_device(args.budget.device, args.budget.precision)?;
     if args.dry_run {
         print_networks(exp, cfg.hyper);
         return Ok(());
@@ -527,7 +556,7 @@ pub fn experiments(args: ExperimentsArgs) -> Result<()> {
     let mut summaries = Vec::new();
     for exp in exps {
         let cfg = args.budget.config(exp)?;
-        let device = resolve_device(args.budget.device)?;
+        let device = resolve_device(args.budget.device, args.budget.precision)?;
         let dir = out.join(exp.name());
         print_config(&cfg, &dir, device);
         let mut bar = Bar {

@@ -4,40 +4,14 @@
 //! device, and `--device cuda` failing clearly without a GPU.
 
 mod common;
-use common::gtadapt;
+use common::{gtadapt, scratch};
 use gtadapt::gpu::cuda;
-use gtadapt::gta::{Experiment, Hyper};
-use gtadapt::models::Widths;
-use gtadapt::train::{
-    self, Device, EpochMetrics, InputNorm, Precision, Quiet, RunConfig, RunSummary,
-};
-use std::path::{Path, PathBuf};
+use gtadapt::gta::Experiment;
+use gtadapt::train::{self, Device, EpochMetrics, Precision, Quiet, RunConfig, RunSummary};
+use std::path::Path;
 
 fn tiny(experiment: Experiment, epochs: usize) -> RunConfig {
-    RunConfig {
-        experiment,
-        hyper: Hyper {
-            widths: Widths {
-                ndf: 4,
-                ngf: 4,
-                nz: 8,
-            },
-            ..Hyper::default()
-        },
-        source: "embedded-mnist".into(),
-        target: "embedded-mnistm".into(),
-        epochs,
-        batch_size: 4,
-        iters_per_epoch: Some(12),
-        seed: 3,
-        input_norm: InputNorm::Dataset,
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gtadapt-dev-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tiny_run(experiment, epochs, 4, 12, 3)
 }
 
 fn run(device: Device, cfg: RunConfig, dir: &Path) -> RunSummary {

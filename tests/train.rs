@@ -2,38 +2,14 @@
 //! determinism, exact resumption, checkpoints that load, and clear errors.
 
 mod common;
-use common::gtadapt;
+use common::{gtadapt, scratch};
 use gtadapt::checkpoint::{restore_trainer, trainer_state, StateDict};
-use gtadapt::gta::{Experiment, Hyper, Trainer};
-use gtadapt::models::Widths;
-use gtadapt::train::{self, InputNorm, Quiet, RunConfig};
-use std::path::{Path, PathBuf};
+use gtadapt::gta::{Experiment, Trainer};
+use gtadapt::train::{self, Quiet, RunConfig};
+use std::path::Path;
 
 fn tiny(experiment: Experiment, epochs: usize) -> RunConfig {
-    RunConfig {
-        experiment,
-        hyper: Hyper {
-            widths: Widths {
-                ndf: 4,
-                ngf: 4,
-                nz: 8,
-            },
-            ..Hyper::default()
-        },
-        source: "embedded-mnist".into(),
-        target: "embedded-mnistm".into(),
-        epochs,
-        batch_size: 8,
-        iters_per_epoch: Some(3),
-        seed: 5,
-        input_norm: InputNorm::Dataset,
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gtadapt-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    common::tiny_run(experiment, epochs, 8, 3, 5)
 }
 
 /// metrics.jsonl without the wall-clock field.

@@ -131,3 +131,39 @@ pub fn gtadapt(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
+
+/// A training run on the embedded pair at width 4, nz 8 (CI-sized): `batch` images,
+/// `iters` iterations per epoch.
+pub fn tiny_run(
+    experiment: gtadapt::gta::Experiment,
+    epochs: usize,
+    batch_size: usize,
+    iters: usize,
+    seed: u64,
+) -> gtadapt::train::RunConfig {
+    gtadapt::train::RunConfig {
+        experiment,
+        hyper: gtadapt::gta::Hyper {
+            widths: gtadapt::models::Widths {
+                ndf: 4,
+                ngf: 4,
+                nz: 8,
+            },
+            ..gtadapt::gta::Hyper::default()
+        },
+        source: "embedded-mnist".into(),
+        target: "embedded-mnistm".into(),
+        epochs,
+        batch_size,
+        iters_per_epoch: Some(iters),
+        seed,
+        input_norm: gtadapt::train::InputNorm::Dataset,
+    }
+}
+
+/// A fresh (removed) scratch directory for test `name` of this process.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gtadapt-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}

@@ -15,12 +15,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::gpu::kernels::{
-    adam, batchnorm, conv, data, linear, loss, pool,
-};
+use crate::gpu::kernels::{adam, batchnorm, conv, data, linear, loss, pool};
 use crate::gpu::{Buffer, Emulator, GpuError, Memory};
-use crate::ops::conv::Conv2dParams;
 use crate::ops::activation::Activation;
+use crate::ops::conv::Conv2dParams;
 
 /// An executor the harness can time.
 pub trait BenchTarget: Memory {
@@ -454,7 +452,9 @@ pub struct Report {
 
 impl Row {
     pub fn gflops(&self) -> Option<f64> {
-        self.ms.filter(|_| self.flop > 0.0).map(|ms| self.flop / ms / 1e6)
+        self.ms
+            .filter(|_| self.flop > 0.0)
+            .map(|ms| self.flop / ms / 1e6)
     }
     pub fn gbs(&self) -> Option<f64> {
         self.ms.map(|ms| self.bytes / ms / 1e6)
@@ -600,7 +600,9 @@ impl<M: BenchTarget> Harness<'_, M> {
         let mut ys = self.upload_sets(&vec![f32::NAN; yl], sets)?;
         let mut gxs = self.upload_sets(&vec![f32::NAN; xl], sets)?;
         let mut gws = self.upload_sets(&vec![f32::NAN; wl], sets)?;
-        let mut work = self.exec.alloc_zeroed::<f32>(conv::workspace_len(&s).max(1))?;
+        let mut work = self
+            .exec
+            .alloc_zeroed::<f32>(conv::workspace_len(&s).max(1))?;
         let flop = l.flop(n);
         let exec = self.exec;
         for d in dirs {
@@ -807,8 +809,12 @@ impl<M: BenchTarget> Harness<'_, M> {
                 continue;
             }
             let mut run = |i: usize| match d {
-                "forward" => linear::forward(e, n, fin, fout, &xs[i], &ws[i], Some(&bias), &mut ys[i]),
-                "backward-data" => linear::backward_data(e, n, fin, fout, &gys[i], &ws[i], &mut gxs[i]),
+                "forward" => {
+                    linear::forward(e, n, fin, fout, &xs[i], &ws[i], Some(&bias), &mut ys[i])
+                }
+                "backward-data" => {
+                    linear::backward_data(e, n, fin, fout, &gys[i], &ws[i], &mut gxs[i])
+                }
                 _ => linear::backward_weight(e, n, fin, fout, &gys[i], &xs[i], &mut gws[i]),
             };
             self.measure(family, name, d, shape.clone(), flop, bytes, sets, &mut run);
@@ -828,12 +834,33 @@ impl<M: BenchTarget> Harness<'_, M> {
             let g = e.filled::<f32>(1, 1.0)?;
             let mut dx = e.alloc_zeroed::<f32>(n * k)?;
             if self.cfg.selected(&name, "forward") {
-                let mut run = |_| loss::cross_entropy_forward(e, &logits, &labels, [n, k], &mut rows, &mut out);
-                self.measure("loss", &name, "forward", format!("{n}x{k}"), 5.0 * (n * k) as f64, 4.0 * (n * k + 2 * n) as f64, 1, &mut run);
+                let mut run = |_| {
+                    loss::cross_entropy_forward(e, &logits, &labels, [n, k], &mut rows, &mut out)
+                };
+                self.measure(
+                    "loss",
+                    &name,
+                    "forward",
+                    format!("{n}x{k}"),
+                    5.0 * (n * k) as f64,
+                    4.0 * (n * k + 2 * n) as f64,
+                    1,
+                    &mut run,
+                );
             }
             if self.cfg.selected(&name, "backward") {
-                let mut run = |_| loss::cross_entropy_backward(e, &logits, &labels, [n, k], &g, &mut dx);
-                self.measure("loss", &name, "backward", format!("{n}x{k}"), 5.0 * (n * k) as f64, 4.0 * (2 * n * k + n) as f64, 1, &mut run);
+                let mut run =
+                    |_| loss::cross_entropy_backward(e, &logits, &labels, [n, k], &g, &mut dx);
+                self.measure(
+                    "loss",
+                    &name,
+                    "backward",
+                    format!("{n}x{k}"),
+                    5.0 * (n * k) as f64,
+                    4.0 * (2 * n * k + n) as f64,
+                    1,
+                    &mut run,
+                );
             }
         }
         let name = format!("BCE[{n}]");
@@ -843,12 +870,40 @@ impl<M: BenchTarget> Harness<'_, M> {
         let g = e.filled::<f32>(1, 1.0)?;
         let mut dx = e.alloc_zeroed::<f32>(n)?;
         if self.cfg.selected(&name, "forward") {
-            let mut run = |_| loss::bce_with_logits_forward(e, &x, loss::BceTarget::Constant(1.0), &mut terms, &mut out);
-            self.measure("loss", &name, "forward", format!("{n}"), 6.0 * n as f64, 8.0 * n as f64, 1, &mut run);
+            let mut run = |_| {
+                loss::bce_with_logits_forward(
+                    e,
+                    &x,
+                    loss::BceTarget::Constant(1.0),
+                    &mut terms,
+                    &mut out,
+                )
+            };
+            self.measure(
+                "loss",
+                &name,
+                "forward",
+                format!("{n}"),
+                6.0 * n as f64,
+                8.0 * n as f64,
+                1,
+                &mut run,
+            );
         }
         if self.cfg.selected(&name, "backward") {
-            let mut run = |_| loss::bce_with_logits_backward(e, &x, loss::BceTarget::Constant(1.0), &g, &mut dx);
-            self.measure("loss", &name, "backward", format!("{n}"), 5.0 * n as f64, 8.0 * n as f64, 1, &mut run);
+            let mut run = |_| {
+                loss::bce_with_logits_backward(e, &x, loss::BceTarget::Constant(1.0), &g, &mut dx)
+            };
+            self.measure(
+                "loss",
+                &name,
+                "backward",
+                format!("{n}"),
+                5.0 * n as f64,
+                8.0 * n as f64,
+                1,
+                &mut run,
+            );
         }
         Ok(())
     }
@@ -868,9 +923,19 @@ impl<M: BenchTarget> Harness<'_, M> {
         let mut vs = self.upload_sets(&vh, sets)?;
         let e = self.exec;
         let acfg = crate::ops::adam::AdamConfig::default();
-        let mut run = |i: usize| adam::step(e, &mut ps[i], &gs[i], &mut ms[i], &mut vs[i], 10, &acfg);
+        let mut run =
+            |i: usize| adam::step(e, &mut ps[i], &gs[i], &mut ms[i], &mut vs[i], 10, &acfg);
         // Read param, grad, m, v; write param, m, v (7 floats); ≈ 12 FLOP per element.
-        self.measure("adam", name, "step", format!("{n} params"), 12.0 * n as f64, 28.0 * n as f64, sets, &mut run);
+        self.measure(
+            "adam",
+            name,
+            "step",
+            format!("{n} params"),
+            12.0 * n as f64,
+            28.0 * n as f64,
+            sets,
+            &mut run,
+        );
         Ok(())
     }
 
@@ -920,7 +985,9 @@ impl<M: BenchTarget> Harness<'_, M> {
         let src = exec.upload(&vec![0x5au8; bytes])?;
         let mut dst = exec.alloc_zeroed::<u8>(bytes)?;
         exec.copy_bytes(&src, &mut dst)?;
-        let t = exec.time_each(cfg.reps.clamp(1, 20), &mut |_| exec.copy_bytes(&src, &mut dst))?;
+        let t = exec.time_each(cfg.reps.clamp(1, 20), &mut |_| {
+            exec.copy_bytes(&src, &mut dst)
+        })?;
         let copy_gbs = 2.0 * bytes as f64 / median(t).0 / 1e6;
         drop((src, dst));
         let s = cfg.gemm_size.max(16);

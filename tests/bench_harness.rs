@@ -27,15 +27,23 @@ fn tiny_run_produces_well_formed_table_and_json() {
         + 2; // gather
     assert_eq!(report.rows.len(), expected);
     for r in &report.rows {
-        let ms = r.ms.unwrap_or_else(|| panic!("{} {} did not run: {}", r.name, r.direction, r.note));
-        assert!(ms.is_finite() && ms > 0.0, "{} {}: {ms}", r.name, r.direction);
+        let ms =
+            r.ms.unwrap_or_else(|| panic!("{} {} did not run: {}", r.name, r.direction, r.note));
+        assert!(
+            ms.is_finite() && ms > 0.0,
+            "{} {}: {ms}",
+            r.name,
+            r.direction
+        );
         assert!(r.bytes > 0.0 && r.flop >= 0.0 && r.sets >= 1);
     }
     // Every conv layer in all three directions, FLOPs equal across directions.
     for l in bench::conv_layers(&cfg) {
         let rows: Vec<_> = report.rows.iter().filter(|r| r.name == l.name).collect();
         assert_eq!(rows.len(), 3, "{}", l.name);
-        assert!(rows.iter().all(|r| r.flop == l.flop(cfg.batch) && r.flop > 0.0));
+        assert!(rows
+            .iter()
+            .all(|r| r.flop == l.flop(cfg.batch) && r.flop > 0.0));
     }
     assert!(report.ceilings.copy_gbs > 0.0 && report.ceilings.gemm_gflops > 0.0);
 
@@ -50,7 +58,10 @@ fn tiny_run_produces_well_formed_table_and_json() {
         ]
     });
     assert_eq!(report.join_torch(&torch.to_string()).unwrap(), 2);
-    assert_eq!(report.ceilings.fp32_peak(), 1e3f64.max(report.ceilings.gemm_gflops));
+    assert_eq!(
+        report.ceilings.fp32_peak(),
+        1e3f64.max(report.ceilings.gemm_gflops)
+    );
 
     let md = report.to_markdown();
     assert!(md.starts_with("# gtadapt kernel benchmark"), "{md}");
@@ -62,7 +73,9 @@ fn tiny_run_produces_well_formed_table_and_json() {
     let cols = header.matches('|').count();
     let table: Vec<&str> = md
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| family") && l.matches('|').count() == cols)
+        .filter(|l| {
+            l.starts_with("| ") && !l.starts_with("| family") && l.matches('|').count() == cols
+        })
         .collect();
     assert!(table.len() >= expected, "{} table rows", table.len());
     let joined = table
@@ -82,14 +95,20 @@ fn tiny_run_produces_well_formed_table_and_json() {
         assert!(json[key].is_string(), "{key}: {json}");
     }
     let date = json["date"].as_str().unwrap();
-    assert!(date.len() == 20 && date.ends_with('Z') && date.as_bytes()[10] == b'T', "{date}");
+    assert!(
+        date.len() == 20 && date.ends_with('Z') && date.as_bytes()[10] == b'T',
+        "{date}"
+    );
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), expected);
     for r in rows {
         for key in ["family", "name", "direction", "shape", "bound"] {
             assert!(r[key].is_string(), "{key}: {r}");
         }
-        assert!(r["ms"].as_f64().is_some() && r["bytes"].as_f64().is_some(), "{r}");
+        assert!(
+            r["ms"].as_f64().is_some() && r["bytes"].as_f64().is_some(),
+            "{r}"
+        );
     }
     assert!(json["ceilings"]["copy_gbs"].as_f64().unwrap() > 0.0);
     assert_eq!(
@@ -125,7 +144,11 @@ fn layer_tables_match_the_gta_shapes() {
     // The last layer of every generator makes 32×32 images; D_src ends at 1×1.
     for n in ["G.convT5", "G4.convT4", "D_src.conv1"] {
         let l = convs.iter().find(|l| l.name == n).unwrap();
-        assert_eq!(l.out_size(), if n == "D_src.conv1" { 16 } else { 32 }, "{n}");
+        assert_eq!(
+            l.out_size(),
+            if n == "D_src.conv1" { 16 } else { 32 },
+            "{n}"
+        );
     }
     let last = convs.iter().find(|l| l.name == "D_src.conv4").unwrap();
     assert_eq!(last.out_size(), 1);

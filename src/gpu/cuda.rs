@@ -323,7 +323,10 @@ impl CudaExecutor {
         dst: &mut CudaBuffer<u8>,
         bytes: usize,
     ) -> Result<(), GpuError> {
-        assert!(bytes <= src.len && bytes <= dst.len, "copy_device: {bytes} bytes");
+        assert!(
+            bytes <= src.len && bytes <= dst.len,
+            "copy_device: {bytes} bytes"
+        );
         let what = "device → device copy";
         self.bind(what)?;
         // SAFETY: both allocations belong to this context and hold ≥ `bytes` bytes (checked);

@@ -15,6 +15,7 @@ what=${1:-all}
 threads=${2:-2}
 out=${3:-target/bench-cpu}
 mkdir -p "$out"
+rm -f "$out"/conv_ours-*.jsonl "$out"/conv_torch-*.jsonl
 export RAYON_NUM_THREADS=$threads
 cargo bench --no-run --bench conv_cpu --bench train_step >/dev/null 2>&1
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -32,3 +33,9 @@ for i in 1 2; do
   fi
 done
 cat "$out"/*-2.md "$out"/*-2.json 2>/dev/null
+if [ "$what" = all ] || [ "$what" = conv ]; then
+  echo
+  echo "joined (median of the two rounds), also in $out/conv_joined.md:"
+  python3 reference/bench_join.py "$out/conv_ours-1.jsonl,$out/conv_ours-2.jsonl" \
+    "$out/conv_torch-1.jsonl,$out/conv_torch-2.jsonl" | tee "$out/conv_joined.md"
+fi

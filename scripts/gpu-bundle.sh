@@ -12,6 +12,8 @@
 #                              gpu-check.sh sets GTADAPT_PTX_DIR to it, so the GPU machine needs
 #                              no NVRTC. (PTX from NVRTC 12.9 needs a driver for CUDA >= 12.9;
 #                              for an older driver, install an older NVRTC first.)
+# DIR/reference/               the PyTorch scripts gpu-check.sh runs beside the benches
+#                              (bench_ops.py, gta_torch.py)
 # DIR/manifest.txt             commit, toolchain, date
 # Set CUDA_COMPUTE_CAP / NVCC as for any build. Needs cargo and python3 (to read cargo's JSON).
 set -euo pipefail
@@ -19,7 +21,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 dir="${1:-$root/gpu-bundle}"
 rm -rf "$dir"
-mkdir -p "$dir/tests" "$dir/benches" "$dir/ptx"
+mkdir -p "$dir/tests" "$dir/benches" "$dir/ptx" "$dir/reference"
 dir="$(cd "$dir" && pwd)"
 
 copy_executables() { # $1: subfolder; stdin: cargo JSON messages
@@ -50,6 +52,7 @@ cargo test --release --locked --no-run --message-format=json | copy_executables 
 echo "== cargo bench --no-run"
 cargo bench --locked --no-run --message-format=json | copy_executables "$dir/benches"
 
+cp reference/bench_ops.py reference/gta_torch.py "$dir/reference/"
 echo "== PTX for compute_80 and compute_90 (NVRTC)"
 if GTADAPT_PTX_OUT="$dir/ptx" GTADAPT_REQUIRE_NVRTC=1 "$dir/tests/compile_kernels" \
     --test-threads=1 >/dev/null 2>&1; then

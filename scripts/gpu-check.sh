@@ -9,11 +9,16 @@
 # Runs `gtadapt info` and `gtadapt kernels check --device cuda`; a short exp1 training run on
 # the GPU and the same on the CPU (GPU_CHECK_TRAIN_ITERS iterations, default 60); the GPU-capable test
 # executables with GTADAPT_REQUIRE_GPU=1 (a missing GPU fails them instead of skipping):
-# every tests/gpu_* target, and the library's unit tests filtered to `gpu::`; then every
-# bench executable (each under a time limit, GPU_CHECK_BENCH_TIMEOUT seconds, default 300;
-# GPU_CHECK_BENCHES=0 skips them). Writes
-# REPORT_DIR/gpu-check.md (and each command's full log next to it). Exit status: 0 when every
-# test passed.
+# every tests/gpu_* target, and the library's unit tests filtered to `gpu::`; then the GPU
+# benchmarks (GPU_CHECK_BENCHES=0 skips them; each under GPU_CHECK_BENCH_TIMEOUT seconds,
+# default 240), a few minutes in all:
+#   1. reference/bench_ops.py --device cuda (PyTorch: cuDNN convs, cuBLAS GEMMs, the copy and
+#      FP32/TF32 GEMM ceilings) -> REPORT_DIR/bench/torch_ops-cuda.json, when python3 has torch;
+#   2. benches/kernels on CUDA (joins 1.) -> REPORT_DIR/bench/kernels-cuda.{md,json};
+#   3. benches/train_step on CUDA, exp1 and exp3, batch 100 and 64 -> bench/train_step-cuda.*;
+# the CPU-only benches run only with GPU_CHECK_CPU_BENCHES=1. The tables go into the report.
+# Writes REPORT_DIR/gpu-check.md (and each command's full log next to it). Exit status: 0 when
+# every test passed (a failing benchmark is listed but does not fail the check).
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bundle="$(cd "${1:-$here/gpu-bundle}" && pwd)" || {
@@ -23,7 +28,9 @@ bundle="$(cd "${1:-$here/gpu-bundle}" && pwd)" || {
 report_dir="${2:-${OUT:-$PWD/gpu-report}}"
 mkdir -p "$report_dir/logs"
 report="$report_dir/gpu-check.md"
-bench_timeout="${GPU_CHECK_BENCH_TIMEOUT:-300}"
+bench_timeout="${GPU_CHECK_BENCH_TIMEOUT:-240}"
+bench_out="$report_dir/bench"
+mkdir -p "$bench_out"
 
 export GTADAPT_REQUIRE_GPU=1
 if [[ -d "$bundle/ptx" && -z "${GTADAPT_PTX_DIR:-}" ]]; then
@@ -87,11 +94,32 @@ for dev in cuda cpu; do
 done
 
 if [[ "${GPU_CHECK_BENCHES:-1}" != 0 ]]; then
-    for b in "$bundle"/benches/*; do
-        [[ -x "$b" ]] || continue
-        # Benches report; a failing bench is listed but does not fail the check.
-        run "bench-$(basename "$b")" "$bench_timeout" "$b" --bench || true
-    done
+    export GTADAPT_BENCH_OUT="$bench_out"
+    if [[ -f "$bundle/manifest.txt" ]]; then
+        GTADAPT_BENCH_COMMIT="$(sed -n 's/^commit: //p' "$bundle/manifest.txt" | cut -c1-12)"
+        export GTADAPT_BENCH_COMMIT
+    fi
+    # Benches report; a failing bench is listed but does not fail the check.
+    if [[ -f "$bundle/reference/bench_ops.py" ]] && python3 -c 'import torch' 2>/dev/null; then
+        run "bench-torch-ops" "$bench_timeout" python3 "$bundle/reference/bench_ops.py" \
+            --device cuda --out "$bench_out/torch_ops-cuda.json" || true
+    fi
+    if [[ -x "$bundle/benches/kernels" ]]; then
+        GTADAPT_BENCH_DEVICE=cuda run "bench-kernels" "$bench_timeout" \
+            "$bundle/benches/kernels" --bench || true
+    fi
+    if [[ -x "$bundle/benches/train_step" ]]; then
+        GTADAPT_BENCH_DEVICE=cuda GTADAPT_BENCH_EXPERIMENTS=exp1,exp3 GTADAPT_BENCH_BATCHES=100,64 \
+            GTADAPT_BENCH_ITERS=10 run "bench-train-step" "$bench_timeout" \
+            "$bundle/benches/train_step" --bench || true
+    fi
+    if [[ "${GPU_CHECK_CPU_BENCHES:-0}" == 1 ]]; then
+        for b in "$bundle"/benches/*; do
+            [[ -x "$b" ]] || continue
+            case "$(basename "$b")" in kernels | train_step) continue ;; esac
+            run "bench-$(basename "$b")" "$bench_timeout" "$b" --bench || true
+        done
+    fi
 fi
 
 {
@@ -115,6 +143,13 @@ fi
             | sed "s/^/- train exp1 $dev: /"
     done
     echo
+    for t in "$bench_out"/kernels-cuda.md "$bench_out"/train_step-cuda.md; do
+        [[ -f "$t" ]] || continue
+        echo "## $(basename "$t")"
+        echo
+        sed 's/^# /### /' "$t"
+        echo
+    done
     cat "$report.sections"
 } >"$report"
 rm -f "$report.sections"

@@ -19,6 +19,7 @@
 //!   default pair (`embedded-mnist`, `embedded-mnistm`), batching.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result as drv, sys, CudaContext, CudaStream, DriverError};
@@ -184,18 +185,20 @@ struct Module {
     functions: HashMap<String, sys::CUfunction>,
 }
 
-/// Runs kernels on GPU 0 on its own stream. Launches are synchronous (launch, then wait), as
-/// [`Executor::launch`] promises.
+/// Runs kernels on GPU 0 on its own stream. Launches are asynchronous, in stream order (every
+/// buffer read, write and drop waits for the stream first); GTADAPT_CUDA_SYNC=1 or
+/// [`CudaExecutor::set_async_launches`]`(false)` makes each launch wait for its kernel.
 pub struct CudaExecutor {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     cc: (i32, i32),
     name: String,
     modules: Mutex<HashMap<String, Module>>,
-    /// Wait for every launch (GTADAPT_CUDA_SYNC=1): a failing kernel is named in the error.
-    /// Otherwise launches are asynchronous on the stream and a kernel fault surfaces at the
-    /// next synchronizing call (a copy), which says how to find the kernel.
-    sync_each_launch: bool,
+    /// When set (the default; GTADAPT_CUDA_SYNC=1 clears it), a launch returns without
+    /// waiting for the kernel, and a kernel fault surfaces at the next synchronizing call (a
+    /// copy), which says how to find the kernel; when clear, every launch waits and a failing
+    /// kernel is named in its own error.
+    async_launches: AtomicBool,
 }
 
 // SAFETY: the raw module and function handles are only used with the context bound and under
@@ -254,8 +257,101 @@ impl CudaExecutor {
             cc,
             name,
             modules: Mutex::new(HashMap::new()),
-            sync_each_launch: std::env::var("GTADAPT_CUDA_SYNC").is_ok_and(|v| v == "1"),
+            async_launches: AtomicBool::new(
+                !std::env::var("GTADAPT_CUDA_SYNC").is_ok_and(|v| v == "1"),
+            ),
         })
+    }
+
+    /// Whether launches return without waiting for the kernel (default: they do, unless
+    /// GTADAPT_CUDA_SYNC=1). Either
+    /// way every [`Buffer::read`], [`Buffer::write`] and buffer drop waits for the stream
+    /// first, so host code never sees a buffer a kernel is still using; what changes is that a
+    /// failing kernel is reported by the next synchronization (possibly naming a later
+    /// kernel). For timing: back-to-back launches without a host round trip each.
+    pub fn set_async_launches(&self, on: bool) {
+        self.async_launches.store(on, Ordering::SeqCst);
+    }
+
+    /// Device time of each of `n` runs of `run` (given the run's index), in milliseconds,
+    /// from CUDA events recorded on the executor's stream between the runs. Launches are
+    /// asynchronous meanwhile (so the runs queue back to back and the host's launch overhead
+    /// is hidden when the kernels are longer than it); the stream is synchronized before this
+    /// returns, and a failed kernel fails the whole measurement.
+    pub fn time_each(
+        &self,
+        n: usize,
+        mut run: impl FnMut(usize) -> Result<(), GpuError>,
+    ) -> Result<Vec<f64>, GpuError> {
+        let what = "timing events";
+        self.bind(what)?;
+        let events = (0..=n)
+            .map(|_| {
+                self.ctx
+                    .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(|e| driver_error(what, "cuEventCreate", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let was = self.async_launches.swap(true, Ordering::SeqCst);
+        let queued = (|| -> Result<(), GpuError> {
+            for (i, pair) in events.windows(2).enumerate() {
+                if i == 0 {
+                    pair[0]
+                        .record(&self.stream)
+                        .map_err(|e| driver_error(what, "cuEventRecord", e))?;
+                }
+                run(i)?;
+                pair[1]
+                    .record(&self.stream)
+                    .map_err(|e| driver_error(what, "cuEventRecord", e))?;
+            }
+            Ok(())
+        })();
+        self.async_launches.store(was, Ordering::SeqCst);
+        let synced = self.synchronize();
+        queued?;
+        synced?;
+        events
+            .windows(2)
+            .map(|p| {
+                p[0].elapsed_ms(&p[1])
+                    .map(f64::from)
+                    .map_err(|e| driver_error(what, "cuEventElapsedTime", e))
+            })
+            .collect()
+    }
+
+    /// Device-to-device copy of `bytes` bytes from `src` to `dst` on the executor's stream
+    /// (waits for it unless launches are asynchronous). Panics when a buffer is shorter.
+    pub fn copy_device(
+        &self,
+        src: &CudaBuffer<u8>,
+        dst: &mut CudaBuffer<u8>,
+        bytes: usize,
+    ) -> Result<(), GpuError> {
+        assert!(
+            bytes <= src.len && bytes <= dst.len,
+            "copy_device: {bytes} bytes"
+        );
+        let what = "device → device copy";
+        self.bind(what)?;
+        // SAFETY: both allocations belong to this context and hold ≥ `bytes` bytes (checked);
+        // `&mut dst` excludes other host users; stream order serializes it with the kernels.
+        unsafe { drv::memcpy_dtod_async(dst.ptr, src.ptr, bytes, self.stream.cu_stream()) }
+            .map_err(|e| driver_error(what, "cuMemcpyDtoDAsync", e))?;
+        if self.async_launches.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            self.synchronize()
+        }
+    }
+
+    /// The driver's CUDA version as (major, minor), e.g. (13, 0).
+    pub fn driver_version(&self) -> Option<(i32, i32)> {
+        let mut v = 0i32;
+        // SAFETY: writes one int; the driver is loaded (this executor exists).
+        let r = unsafe { sys::cuDriverGetVersion(&mut v) };
+        (r == sys::CUresult::CUDA_SUCCESS).then_some((v / 1000, (v % 1000) / 10))
     }
 
     /// The GPU's compute capability.
@@ -503,7 +599,7 @@ impl Executor for CudaExecutor {
             )
         }
         .map_err(|e| driver_error(what(), "cuLaunchKernel", e))?;
-        if !self.sync_each_launch {
+        if self.async_launches.load(Ordering::SeqCst) {
             return Ok(());
         }
         self.stream.synchronize().map_err(|e| {

@@ -29,6 +29,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Images per evaluation forward pass.
+const EVAL_CHUNK: usize = 250;
+
 /// Losses are read back from the backend (one synchronization) every this many iterations.
 pub const LOG_EVERY: usize = 10;
 
@@ -250,12 +253,12 @@ pub fn evaluate<B: Backend>(
     split: &Split,
     norm: InputNorm,
 ) -> Result<f64> {
-    let batcher = Batcher::eval(split, 250).map_err(data_err)?;
+    let batcher = Batcher::eval(split, EVAL_CHUNK).map_err(data_err)?;
     let mut correct = 0usize;
     let mut total = 0usize;
     for b in batcher.epoch(0) {
         let (x, _) = input_tensors(&b, norm)?;
-        correct += trainer.count_correct(&x, &b.labels, 250)?;
+        correct += trainer.count_correct(&x, &b.labels, EVAL_CHUNK)?;
         total += b.len();
     }
     Ok(if total == 0 {
@@ -704,6 +707,36 @@ fn run_with<B: Backend>(
         device: backend.name(),
         memory: backend.memory_stats(),
     })
+}
+
+/// The device memory a GPU run of `cfg` needs — persistent state (parameters, batch-norm
+/// buffers, Adam moments, the resident training images) and the per-iteration arena's peak
+/// over a training iteration and an evaluation chunk — found by running them on the
+/// [`crate::gpu::plan::Planner`], which allocates as a GPU does and runs no kernel (memory
+/// depends only on shapes). Exact for the arena and the persistent allocations; the CUDA
+/// context and loaded modules come on top.
+pub fn plan_device_memory(cfg: &RunConfig) -> Result<MemoryStats> {
+    let backend = Gpu::new(crate::gpu::plan::Planner);
+    let mut trainer =
+        Trainer::new(cfg.experiment, cfg.hyper, cfg.seed).to_backend(backend.clone())?;
+    if cfg.input_norm == InputNorm::Dataset {
+        for name in [&cfg.source, &cfg.target] {
+            let d: Dataset = data::open(name).map_err(data_err)?;
+            backend.resident_images(&d.train.images)?;
+        }
+    }
+    let n = cfg.batch_size;
+    let images = Tensor::zeros([n, 3, 32, 32])?;
+    let batch = Batch::from_normalized(images.clone(), vec![0; n], images)?;
+    let noise = noise_for(cfg.seed, 0, n, cfg.hyper.widths.nz)?;
+    // Two iterations: the first sizes the arena, the second runs inside it.
+    for _ in 0..2 {
+        trainer.step(&batch, &noise)?;
+    }
+    trainer.logits(Tensor::zeros([EVAL_CHUNK, 3, 32, 32])?)?;
+    backend
+        .memory_stats()
+        .ok_or_else(|| Error::invalid("plan", "the GPU backend reports no memory"))
 }
 
 /// The two curves of the accuracy plot.

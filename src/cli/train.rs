@@ -362,6 +362,10 @@ fn print_config(cfg: &RunConfig, out: &Path, device: Device) {
     println!("  run directory: {}", out.display());
 }
 
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
 fn print_networks(exp: Experiment, hyper: Hyper) {
     let t = Trainer::new(exp, hyper, 0);
     println!("{} networks (trainable parameters / buffers):", exp.name());
@@ -406,8 +410,8 @@ fn print_summary(s: &RunSummary) {
         println!(
             "device memory: {:.1} MiB persistent (parameters, buffers, Adam state) + {:.1} MiB \
              per-iteration arena peak ({} driver allocations by the arena in all)",
-            m.persistent_bytes as f64 / (1 << 20) as f64,
-            m.arena_peak_bytes as f64 / (1 << 20) as f64,
+            mib(m.persistent_bytes),
+            mib(m.arena_peak_bytes),
             m.arena_driver_allocations
         );
     }
@@ -431,6 +435,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let device = resolve_device(args.budget.device, args.budget.precision)?;
     if args.dry_run {
         print_networks(exp, cfg.hyper);
+        let m = train::plan_device_memory(&cfg)
+            .context("could not plan the device memory of this configuration")?;
+        println!(
+            "device memory on the GPU backend (batch {}): {:.1} MiB persistent (parameters, \
+             batch-norm buffers, Adam moments, resident training images) + {:.1} MiB \
+             per-iteration arena = {:.1} MiB, plus the CUDA context",
+            cfg.batch_size,
+            mib(m.persistent_bytes),
+            mib(m.arena_peak_bytes),
+            mib(m.persistent_bytes + m.arena_peak_bytes)
+        );
         return Ok(());
     }
     let out = args

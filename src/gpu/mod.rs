@@ -18,6 +18,7 @@ pub mod emu;
 pub mod kernel_names;
 pub mod kernels;
 pub mod nvrtc;
+pub mod plan;
 pub mod sources;
 
 use std::alloc::Layout;

@@ -1,0 +1,61 @@
+//! The memory planner: an executor that allocates exactly as a GPU would and runs nothing.
+//!
+//! The GPU backend's memory use depends only on the shapes of what it allocates, never on the
+//! values, so one iteration on this executor (kernels skipped: a launch only checks that the
+//! kernel exists and its parameter struct has the right size) tells a configuration's device
+//! memory — persistent state plus the per-iteration arena's peak — in a moment on any machine,
+//! where the emulator would take many minutes at the paper's widths. `gtadapt train --dry-run`
+//! reports it. Its buffers are host memory that stays zero (allocated lazily by the OS).
+
+use super::{DeviceBuffer, DeviceRepr, Emulator, Executor, GpuError, LaunchConfig, Memory};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// Allocates like a device; launches nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Planner;
+
+impl Executor for Planner {
+    fn name(&self) -> &'static str {
+        "planner"
+    }
+
+    fn params_size(&self, kernel: &str) -> Option<usize> {
+        Emulator.params_size(kernel)
+    }
+
+    unsafe fn launch(
+        &self,
+        kernel: &str,
+        _cfg: LaunchConfig,
+        params: &mut [*mut c_void],
+    ) -> Result<(), GpuError> {
+        if self.params_size(kernel).is_none() {
+            return Err(GpuError::UnknownKernel {
+                kernel: kernel.to_string(),
+            });
+        }
+        if params.is_empty() || params[0].is_null() {
+            return Err(GpuError::InvalidLaunch {
+                kernel: kernel.to_string(),
+                reason: "empty parameter array".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Memory for Planner {
+    type Buf<T: DeviceRepr> = DeviceBuffer<T>;
+    fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>, GpuError> {
+        Emulator.alloc_zeroed(len)
+    }
+    fn view<T: DeviceRepr>(
+        &self,
+        chunk: &Arc<DeviceBuffer<u8>>,
+        byte_offset: usize,
+        len: usize,
+    ) -> Result<DeviceBuffer<T>, GpuError> {
+        Emulator.view(chunk, byte_offset, len)
+    }
+}

@@ -560,13 +560,14 @@ fn run_with<B: Backend>(
         InputNorm::Instance => None,
     };
     let nz = cfg.hyper.widths.nz;
+    // Losses are summed on the backend and read back once per logging interval.
+    let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?;
 
     for epoch in start_epoch + 1..=cfg.epochs {
         let started = Instant::now();
         progress.epoch_start(epoch, cfg.epochs, per_epoch);
         let e = epoch as u64;
-        // Losses are summed on the backend and read back once per logging interval.
-        let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?;
+        backend.fill(&mut acc, 0.0)?;
         let mut logged = [0.0f32; 4];
         let mut host_batches = match resident {
             Some(_) => None,
@@ -725,6 +726,7 @@ pub fn plan_device_memory(cfg: &RunConfig) -> Result<MemoryStats> {
             backend.resident_images(&d.train.images)?;
         }
     }
+    backend.upload_persistent(&Tensor::zeros([4])?)?; // the loss sums
     let n = cfg.batch_size;
     let images = Tensor::zeros([n, 3, 32, 32])?;
     let batch = Batch::from_normalized(images.clone(), vec![0; n], images)?;

@@ -68,6 +68,14 @@ fn exp1_and_exp3_train_on_the_gpu_backend_like_on_the_cpu() {
                 mem.persistent_bytes > 0 && mem.arena_peak_bytes > 0,
                 "{mem:?}"
             );
+            // The planner (allocations only, no kernels) predicts the run's memory exactly.
+            let plan = train::plan_device_memory(&tiny(exp, 1)).unwrap();
+            assert_eq!(
+                (plan.persistent_bytes, plan.arena_peak_bytes),
+                (mem.persistent_bytes, mem.arena_peak_bytes),
+                "{} on {device:?}: planned {plan:?}, used {mem:?}",
+                exp.name()
+            );
             assert!(g.join("checkpoints/last.safetensors").exists());
             assert!(g.join("samples/epoch-001-source.png").exists());
             let _ = std::fs::remove_dir_all(&g);

@@ -94,6 +94,10 @@ impl Backend for Cpu {
     fn accumulate(&self, acc: &mut Tensor, x: &Tensor) -> Result<()> {
         acc.add_assign(x)
     }
+    fn fill(&self, t: &mut Tensor, value: f32) -> Result<()> {
+        t.data_mut().fill(value);
+        Ok(())
+    }
 
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())

@@ -380,6 +380,12 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             .ok_or_else(|| Error::invalid("accumulate", "the accumulator is shared"))?;
         Ok(elementwise::axpy(&self.inner.exec, 1.0, xb, ab)?)
     }
+    fn fill(&self, t: &mut GpuTensor<M>, value: f32) -> Result<()> {
+        self.check_generation(t.generation)?;
+        let b = Rc::get_mut(&mut t.buf)
+            .ok_or_else(|| Error::invalid("fill", "the tensor is shared"))?;
+        Ok(elementwise::fill(&self.inner.exec, b, value)?)
+    }
 
     fn memory_stats(&self) -> Option<MemoryStats> {
         Some(self.stats())

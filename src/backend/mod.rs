@@ -109,6 +109,8 @@ pub trait Backend: Clone + 'static {
     fn normal(&self, seed: u64, stream: u64, offset: u64, shape: &Shape) -> Result<Self::Tensor>;
     /// `acc += x` in place (`acc` a persistent tensor: running sums across iterations).
     fn accumulate(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
+    /// Every element of `t` (a persistent tensor) set to `value`, in place.
+    fn fill(&self, t: &mut Self::Tensor, value: f32) -> Result<()>;
 
     // ---- elementwise and layout ----
     fn full(&self, shape: &Shape, value: f32) -> Result<Self::Tensor>;

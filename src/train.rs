@@ -19,11 +19,11 @@ use crate::checkpoint::{restore_trainer, trainer_state, StateDict};
 use crate::data::{self, Batcher, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::gta::{Batch, Experiment, Hyper, Losses, Noise, Trainer};
+use crate::health;
 use crate::report;
 use crate::rng;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -374,8 +374,21 @@ pub fn run(
     let dir = RunDir {
         root: out.to_path_buf(),
     };
-    let (cfg, mut trainer, start_epoch, mut best, mut history) = if resume {
+    let (cfg, mut trainer, start_epoch, mut best, mut history, mut lines, mut partial) = if resume {
         let path = dir.last();
+        if !path.exists() {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                detail: format!(
+                    "no checkpoint to resume from: {} holds no run, or it was stopped before \
+                     its first checkpoint; start it again without --resume (add --force if \
+                     the directory holds other files of a run)",
+                    out.display()
+                ),
+            });
+        }
+        // Temporary files of a killed process: never complete, never read.
+        health::remove_stale_temporaries(&dir.root);
         let sd = StateDict::read(&path)?;
         let (mut cfg, epoch, best) = config_from_checkpoint(&sd, &path)?;
         if let Some(e) = epochs_override {
@@ -383,7 +396,9 @@ pub fn run(
         }
         let mut trainer = Trainer::new(cfg.experiment, cfg.hyper, cfg.seed);
         restore_trainer(&mut trainer, &sd, &path)?;
+        let partial = health::PartialEpoch::from_metadata(&sd.metadata, &path)?;
         let lines = read_metrics_upto(&dir.metrics(), epoch)?;
+        health::check_metrics_experiment(&lines, cfg.experiment.name(), &dir.metrics(), &path)?;
         let history: Vec<EpochMetrics> = lines.iter().filter_map(|l| parse_metrics(l)).collect();
         if history.len() != epoch {
             return Err(Error::Checkpoint {
@@ -396,7 +411,7 @@ pub fn run(
         }
         // Drop lines written after the checkpoint (an interrupted epoch).
         write_lines(&dir.metrics(), &lines)?;
-        (cfg, trainer, epoch, best, history)
+        (cfg, trainer, epoch, best, history, lines, partial)
     } else {
         let cfg = cfg.ok_or_else(|| Error::invalid("train", "no configuration"))?;
         if dir.metrics().exists() || dir.last().exists() {
@@ -415,7 +430,15 @@ pub fn run(
             }
         }
         let trainer = Trainer::new(cfg.experiment, cfg.hyper, cfg.seed);
-        (cfg, trainer, 0, (0, f64::NEG_INFINITY), Vec::new())
+        (
+            cfg,
+            trainer,
+            0,
+            (0, f64::NEG_INFINITY),
+            Vec::new(),
+            Vec::new(),
+            None,
+        )
     };
     for d in [dir.root.clone(), dir.samples(), dir.checkpoints()] {
         std::fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
@@ -437,16 +460,28 @@ pub fn run(
         return Err(Error::invalid("train", "an epoch would have no iterations"));
     }
 
+    if !resume {
+        health::remove_stale_temporaries(&dir.root);
+        // A checkpoint of the initial state (once the data are known good): from here on `--resume` always has one.
+        trainer_state(&trainer, &config_metadata(&cfg, 0, best)).write_atomic(&dir.last())?;
+    }
     for epoch in start_epoch + 1..=cfg.epochs {
         let started = Instant::now();
         progress.epoch_start(epoch, cfg.epochs, per_epoch);
         let mut sum = Losses::default();
+        let mut skip = 0;
+        let mut earlier_seconds = 0.0;
+        if let Some(p) = partial.take().filter(|p| p.epoch == epoch) {
+            // Resuming inside an epoch that a signal interrupted.
+            (skip, sum, earlier_seconds) = (p.done, p.sums, p.seconds);
+        }
         let e = epoch as u64;
         for (i, (bs, bt)) in src_batches
             .epoch(e)
             .zip(tgt_batches.epoch(e))
             .take(per_epoch)
             .enumerate()
+            .skip(skip)
         {
             let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
             let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
@@ -464,25 +499,48 @@ pub fn run(
                 cfg.hyper.widths.nz,
             )?;
             trainer.capture = i == 0;
-            let l = trainer.step(&batch, &noise)?;
-            for v in [l.d, l.g, l.c, l.f] {
-                if !v.is_finite() {
-                    return Err(Error::invalid(
-                        "train",
-                        format!(
-                            "non-finite loss at epoch {epoch}, iteration {} ({l:?}); the last good \
-                             checkpoint is {}",
-                            i + 1,
-                            dir.last().display()
-                        ),
-                    ));
-                }
+            let global = trainer.iteration + 1;
+            if let Some(sig) = health::raise_at(global) {
+                crate::signal::raise(sig);
             }
+            let mut l = trainer.step(&batch, &noise)?;
+            if health::inject_nan(global) {
+                l.d = f32::NAN;
+            }
+            health::check_losses(&l, epoch, i + 1, global, &dir.last())?;
             sum.d += l.d;
             sum.g += l.g;
             sum.c += l.c;
             sum.f += l.f;
             progress.iteration(&l);
+            if i + 1 < per_epoch {
+                if let Some(signal) = crate::signal::pending() {
+                    // Finish here: a checkpoint of the position inside the epoch, then stop.
+                    let mut meta = config_metadata(&cfg, epoch - 1, best);
+                    health::PartialEpoch {
+                        epoch,
+                        done: i + 1,
+                        sums: sum,
+                        seconds: earlier_seconds + started.elapsed().as_secs_f64(),
+                    }
+                    .insert(&mut meta);
+                    if let Some((g_s, g_t)) = trainer.generated.take() {
+                        let s = dir.samples();
+                        report::write_image_grid(
+                            &s.join(format!("epoch-{epoch:03}-source.png")),
+                            &g_s,
+                        )?;
+                        report::write_image_grid(
+                            &s.join(format!("epoch-{epoch:03}-target.png")),
+                            &g_t,
+                        )?;
+                    }
+                    let state = trainer_state(&trainer, &meta);
+                    health::check_state(&state, epoch, &dir.last())?;
+                    state.write_atomic(&dir.last())?;
+                    return Err(interrupted(signal, epoch, i + 1, &dir));
+                }
+            }
         }
         let k = per_epoch as f32;
         let losses = Losses {
@@ -501,7 +559,7 @@ pub fn run(
             losses,
             lr,
             lr_g: cfg.hyper.lr,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: earlier_seconds + started.elapsed().as_secs_f64(),
         };
         if let Some((g_s, g_t)) = trainer.generated.take() {
             let s = dir.samples();
@@ -514,15 +572,27 @@ pub fn run(
         }
         history.push(m.clone());
         let state = trainer_state(&trainer, &config_metadata(&cfg, epoch, best));
+        health::check_state(&state, epoch, &dir.last())?;
         if improved {
             state.write_atomic(&dir.best())?;
         }
         // The metrics line first, then the checkpoint that covers it: after a crash between
-        // the two, resume drops the line and redoes the epoch.
-        append_line(&dir.metrics(), &m.to_json(cfg.experiment))?;
+        // the two, resume drops the line and redoes the epoch. The file is rewritten
+        // atomically (it is small), so a crash never leaves a torn line.
+        lines.push(m.to_json(cfg.experiment));
+        write_lines(&dir.metrics(), &lines)?;
         state.write_atomic(&dir.last())?;
         report::write_accuracy_plot(&dir.plot(), &history_curves(&history, cfg.experiment))?;
         progress.epoch_end(&m);
+        if epoch < cfg.epochs {
+            if let Some(signal) = crate::signal::pending() {
+                return Err(interrupted(signal, epoch, per_epoch, &dir));
+            }
+        }
+    }
+    if resume && start_epoch == cfg.epochs && !history.is_empty() {
+        // A run killed after its last checkpoint: complete; redraw the plot in case.
+        report::write_accuracy_plot(&dir.plot(), &history_curves(&history, cfg.experiment))?;
     }
     if history.is_empty() {
         return Err(Error::invalid(
@@ -566,14 +636,14 @@ pub fn history_curves(history: &[EpochMetrics], exp: Experiment) -> Vec<report::
     ]
 }
 
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    writeln!(f, "{line}").map_err(|e| io_err(path, e))?;
-    f.sync_all().map_err(|e| io_err(path, e))
+fn interrupted(signal: i32, epoch: usize, iteration: usize, dir: &RunDir) -> Error {
+    Error::Interrupted {
+        signal,
+        epoch,
+        iteration,
+        checkpoint: dir.last().display().to_string(),
+        command: health::resume_command(&dir.root),
+    }
 }
 
 fn write_lines(path: &Path, lines: &[String]) -> Result<()> {

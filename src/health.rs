@@ -79,6 +79,20 @@ pub fn resume_command(dir: &Path) -> String {
     format!("gtadapt train --resume {quoted}")
 }
 
+/// Adds what to do to a dataset problem met by a training run.
+pub fn with_data_hint(message: String) -> String {
+    if message.contains("fewer than one training batch") {
+        format!("{message}: use a smaller --batch-size")
+    } else if message.contains("no such dataset") || message.contains("not downloaded yet") {
+        message
+    } else {
+        format!(
+            "{message} (the dataset is damaged or inconsistent: check it with `gtadapt data \
+             inspect`, then fetch or import it again)"
+        )
+    }
+}
+
 /// Stops the run at a non-finite loss, naming the epoch, the iteration and the network.
 pub fn check_losses(
     l: &Losses,

@@ -171,7 +171,7 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
 }
 
 fn data_err(e: data::DataError) -> Error {
-    Error::invalid("data", e.to_string())
+    Error::invalid("data", health::with_data_hint(e.to_string()))
 }
 
 /// Per-image standardization in place (each chunk of 3·32·32 values).

@@ -179,7 +179,10 @@ fn corrupt_truncated_and_inconsistent_datasets() {
     let b = std::fs::read(&f).unwrap();
     std::fs::write(&f, &b[..b.len() - 100]).unwrap();
     let a = tiny_train(&s, &s.p("trunc"), &run, &[]);
-    refused(&strs(&a), &["train-images.idx", "truncated"]);
+    refused(
+        &strs(&a),
+        &["train-images.idx", "truncated", "gtadapt data inspect"],
+    );
     // Garbage in place of a label file.
     dataset(&s.0.join("garbage"), 40);
     std::fs::write(s.0.join("garbage/test-labels.idx"), b"<html>404</html>").unwrap();
@@ -203,8 +206,10 @@ fn corrupt_truncated_and_inconsistent_datasets() {
     // A batch larger than the dataset.
     dataset(&s.0.join("small"), 6);
     let a = tiny_train(&s, &s.p("small"), &run, &[]);
-    let t = refused(&strs(&a), &["fewer than one training batch"]);
-    eprintln!("{t}");
+    refused(
+        &strs(&a),
+        &["fewer than one training batch", "smaller --batch-size"],
+    );
     // Nothing of these failed runs claims to be a run.
     assert!(!s.0.join("run/metrics.jsonl").exists());
 }
@@ -276,4 +281,49 @@ fn unknown_and_contradictory_flags() {
         &["--device cpu"],
     );
     refused(&["frobnicate"], &["frobnicate"]);
+}
+
+/// A deterministic miniature of the checkpoint fuzz target (fuzz/fuzz_targets/checkpoint.rs)
+/// on its seed: every truncation and every bit flip of the header never panics, and whatever
+/// parses either restores or is refused with a message.
+#[test]
+fn truncated_and_bit_flipped_checkpoints_never_panic() {
+    use gtadapt::checkpoint::restore_trainer;
+    use gtadapt::gta::Trainer;
+    use gtadapt::train::config_from_checkpoint;
+    let seed = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds/checkpoint/source-only-w1.safetensors"),
+    )
+    .unwrap();
+    let path = Path::new("mutated.safetensors");
+    let check = |bytes: &[u8]| -> bool {
+        let Ok(sd) = StateDict::parse(bytes) else {
+            return false;
+        };
+        let Ok((cfg, _, _)) = config_from_checkpoint(&sd, path) else {
+            return false;
+        };
+        let w = cfg.hyper.widths;
+        if w.ndf > 8 || w.ngf > 8 || w.nz > 16 {
+            return false;
+        }
+        let mut t = Trainer::new(cfg.experiment, cfg.hyper, 0);
+        restore_trainer(&mut t, &sd, path).is_ok()
+    };
+    assert!(check(&seed), "the seed itself restores");
+    let mut restored = 0;
+    for n in (0..seed.len()).step_by(13) {
+        restored += check(&seed[..n]) as usize;
+    }
+    assert_eq!(restored, 0, "no truncation restores");
+    let header = 8 + u64::from_le_bytes(seed[..8].try_into().unwrap()) as usize;
+    let mut m = seed.clone();
+    for i in 0..header.min(seed.len()) {
+        for bit in [0, 3, 6] {
+            m[i] ^= 1 << bit;
+            check(&m);
+            m[i] ^= 1 << bit;
+        }
+    }
 }

@@ -449,6 +449,8 @@ impl Executor for CudaExecutor {
         Emulator.params_size(kernel)
     }
 
+    /// # Safety
+    /// The contract of [`Executor::launch`].
     unsafe fn launch(
         &self,
         kernel: &str,

@@ -44,10 +44,20 @@ impl StateDict {
             path: path.display().to_string(),
             cause: e,
         })?;
-        Self::parse(&bytes).map_err(|d| ckpt_err(path, d))
+        Self::parse(&bytes).map_err(|d| {
+            ckpt_err(
+                path,
+                format!(
+                    "{d}; the file is damaged or is not a gtadapt checkpoint (use another one, \
+                     e.g. best.safetensors of the run, or start the run again)"
+                ),
+            )
+        })
     }
 
-    fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+    /// Parses safetensors bytes (what [`StateDict::read`] does after reading the file); the
+    /// error says what is wrong. Never panics, whatever the bytes (fuzzed: fuzz/ `checkpoint`).
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| format!("not a safetensors file ({e})"))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| format!("corrupt: {e}"))?;
@@ -173,7 +183,12 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        if crate::health::pause_in_write_enabled() {
+            // Test hook: a torn temporary file exists while the process sleeps.
+            crate::health::write_with_pause(&mut f, bytes, path)?;
+        } else {
+            f.write_all(bytes)?;
+        }
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;

@@ -137,6 +137,12 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // A SIGINT/SIGTERM after a checkpoint: not a failure; say how to go on, and exit
+            // with 128 + the signal number like a shell does.
+            if let Some(i @ gtadapt::error::Error::Interrupted { .. }) = e.downcast_ref() {
+                eprintln!("{i}");
+                return std::process::ExitCode::from(i.exit_code());
+            }
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -22,18 +22,22 @@ use crate::data::{self, Batcher, Dataset, Split};
 use crate::error::{Error, Result};
 pub use crate::gpu::kernels::conv::Precision;
 use crate::gta::{Batch, Experiment, Hyper, Losses, Noise, Trainer};
+use crate::health;
 use crate::report;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// G's samples of the epoch's first iteration.
+fn write_samples(dir: &RunDir, epoch: usize, g_s: &Tensor, g_t: &Tensor) -> Result<()> {
+    let s = dir.samples();
+    report::write_image_grid(&s.join(format!("epoch-{epoch:03}-source.png")), g_s)?;
+    report::write_image_grid(&s.join(format!("epoch-{epoch:03}-target.png")), g_t)
+}
+
 /// Images per evaluation forward pass.
 const EVAL_CHUNK: usize = 250;
-
-/// Losses are read back from the backend (one synchronization) every this many iterations.
-pub const LOG_EVERY: usize = 10;
 
 /// Philox stream of the generator noise (the seed is the run's seed).
 const NOISE_STREAM: u64 = 0x006e_6f69_7365; // "noise"
@@ -201,7 +205,7 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
 }
 
 fn data_err(e: data::DataError) -> Error {
-    Error::invalid("data", e.to_string())
+    Error::invalid("data", health::with_data_hint(e.to_string()))
 }
 
 /// Per-image standardization in place (each chunk of 3·32·32 values).
@@ -482,8 +486,21 @@ fn run_with<B: Backend>(
     let dir = RunDir {
         root: out.to_path_buf(),
     };
-    let (cfg, mut trainer, start_epoch, mut best, mut history) = if resume {
+    let (cfg, mut trainer, start_epoch, mut best, mut history, mut lines, mut partial) = if resume {
         let path = dir.last();
+        if !path.exists() {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                detail: format!(
+                    "no checkpoint to resume from: {} holds no run, or it was stopped before \
+                     its first checkpoint; start it again without --resume (add --force if \
+                     the directory holds other files of a run)",
+                    out.display()
+                ),
+            });
+        }
+        // Temporary files of a killed process: never complete, never read.
+        health::remove_stale_temporaries(&dir.root);
         let sd = StateDict::read(&path)?;
         let (mut cfg, epoch, best) = config_from_checkpoint(&sd, &path)?;
         if let Some(e) = epochs_override {
@@ -492,7 +509,9 @@ fn run_with<B: Backend>(
         let mut trainer = Trainer::new(cfg.experiment, cfg.hyper, cfg.seed);
         restore_trainer(&mut trainer, &sd, &path)?;
         let trainer = trainer.to_backend(backend.clone())?;
+        let partial = health::PartialEpoch::from_metadata(&sd.metadata, &path)?;
         let lines = read_metrics_upto(&dir.metrics(), epoch)?;
+        health::check_metrics_experiment(&lines, cfg.experiment.name(), &dir.metrics(), &path)?;
         let history: Vec<EpochMetrics> = lines.iter().filter_map(|l| parse_metrics(l)).collect();
         if history.len() != epoch {
             return Err(Error::Checkpoint {
@@ -505,7 +524,7 @@ fn run_with<B: Backend>(
         }
         // Drop lines written after the checkpoint (an interrupted epoch).
         write_lines(&dir.metrics(), &lines)?;
-        (cfg, trainer, epoch, best, history)
+        (cfg, trainer, epoch, best, history, lines, partial)
     } else {
         let cfg = cfg.ok_or_else(|| Error::invalid("train", "no configuration"))?;
         if dir.metrics().exists() || dir.last().exists() {
@@ -525,7 +544,8 @@ fn run_with<B: Backend>(
         }
         let trainer =
             Trainer::new(cfg.experiment, cfg.hyper, cfg.seed).to_backend(backend.clone())?;
-        (cfg, trainer, 0, (0, f64::NEG_INFINITY), Vec::new())
+        let best = (0, f64::NEG_INFINITY);
+        (cfg, trainer, 0, best, Vec::new(), Vec::new(), None)
     };
     for d in [dir.root.clone(), dir.samples(), dir.checkpoints()] {
         std::fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
@@ -562,22 +582,43 @@ fn run_with<B: Backend>(
     let nz = cfg.hyper.widths.nz;
     // Losses are summed on the backend and read back once per logging interval.
     let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?;
+    let log_every = backend.log_every().max(1);
+
+    if !resume {
+        health::remove_stale_temporaries(&dir.root);
+        // A checkpoint of the initial state (once the data are known good): from here on
+        // `--resume` always has one.
+        trainer_state(&trainer.to_cpu()?, &config_metadata(&cfg, 0, best))
+            .write_atomic(&dir.last())?;
+    }
 
     for epoch in start_epoch + 1..=cfg.epochs {
         let started = Instant::now();
         progress.epoch_start(epoch, cfg.epochs, per_epoch);
         let e = epoch as u64;
+        // Resuming inside an epoch that a signal interrupted: its position and loss sums.
+        let (skip, earlier_seconds, mut logged) = match partial.take().filter(|p| p.epoch == epoch)
+        {
+            Some(p) => (p.done, p.seconds, [p.sums.d, p.sums.g, p.sums.c, p.sums.f]),
+            None => (0, 0.0, [0.0f32; 4]),
+        };
         backend.fill(&mut acc, 0.0)?;
-        let mut logged = [0.0f32; 4];
+        if skip > 0 {
+            backend.accumulate(
+                &mut acc,
+                &backend.upload(&Tensor::new([4], logged.to_vec())?)?,
+            )?;
+        }
         let mut host_batches = match resident {
             Some(_) => None,
-            None => Some(src_batches.epoch(e).zip(tgt_batches.epoch(e))),
+            None => Some(src_batches.epoch(e).zip(tgt_batches.epoch(e)).skip(skip)),
         };
+        let mut last_log = skip;
         let (src_rows, tgt_rows) = match resident {
             Some(_) => (src_batches.batch_indices(e), tgt_batches.batch_indices(e)),
             None => (Vec::new(), Vec::new()),
         };
-        for i in 0..per_epoch {
+        for i in skip..per_epoch {
             backend.begin_iteration()?;
             let batch = match (&resident, host_batches.as_mut()) {
                 (Some((src_images, tgt_images)), _) => {
@@ -615,12 +656,21 @@ fn run_with<B: Backend>(
             };
             let noise = noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?;
             trainer.capture = i == 0;
+            let global = trainer.iteration + 1;
+            if let Some(sig) = health::raise_at(global) {
+                crate::signal::raise(sig);
+            }
             let l = trainer.step_deferred(&batch, &noise)?;
             backend.accumulate(&mut acc, &l)?;
+            if health::inject_nan(global) {
+                let nan = Tensor::new([4], vec![f32::NAN, 0.0, 0.0, 0.0])?;
+                backend.accumulate(&mut acc, &backend.upload(&nan)?)?;
+            }
             let done = i + 1;
-            if done % LOG_EVERY == 0 || done == per_epoch {
+            let signal = crate::signal::pending().filter(|_| done < per_epoch);
+            if done % log_every == 0 || done == per_epoch || signal.is_some() {
                 let sums = backend.download(&acc)?.into_data();
-                let since = (done - 1) % LOG_EVERY + 1;
+                let since = done - last_log;
                 let mean: Vec<f32> = sums
                     .iter()
                     .zip(logged)
@@ -632,23 +682,42 @@ fn run_with<B: Backend>(
                     c: mean[2],
                     f: mean[3],
                 };
-                if let Some(k) = sums.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::invalid(
-                        "train",
-                        format!(
-                            "non-finite {} loss in epoch {epoch}, iterations {}–{done} \
-                             ({interval:?}); the last good checkpoint is {}",
-                            ["D", "G", "C", "F"][k],
-                            done + 1 - since,
-                            dir.last().display()
-                        ),
-                    ));
-                }
+                health::check_losses(
+                    &interval,
+                    epoch,
+                    last_log + 1..=done,
+                    global + 1 - since as u64..=global,
+                    &dir.last(),
+                )?;
                 logged.copy_from_slice(&sums);
+                last_log = done;
                 progress.iterations(since, &interval);
             }
+            if let Some(signal) = signal {
+                // Finish here: a checkpoint of the position inside the epoch, then stop.
+                let mut meta = config_metadata(&cfg, epoch - 1, best);
+                health::PartialEpoch {
+                    epoch,
+                    done,
+                    sums: Losses {
+                        d: logged[0],
+                        g: logged[1],
+                        c: logged[2],
+                        f: logged[3],
+                    },
+                    seconds: earlier_seconds + started.elapsed().as_secs_f64(),
+                }
+                .insert(&mut meta);
+                if let Some((g_s, g_t)) = trainer.generated.take() {
+                    write_samples(&dir, epoch, &g_s, &g_t)?;
+                }
+                let state = trainer_state(&trainer.to_cpu()?, &meta);
+                health::check_state(&state, epoch, &dir.last())?;
+                state.write_atomic(&dir.last())?;
+                return Err(interrupted(signal, epoch, done, &dir));
+            }
         }
-        let train_seconds = started.elapsed().as_secs_f64();
+        let train_seconds = earlier_seconds + started.elapsed().as_secs_f64();
         let k = per_epoch as f32;
         let losses = Losses {
             d: logged[0] / k,
@@ -666,13 +735,11 @@ fn run_with<B: Backend>(
             losses,
             lr,
             lr_g: cfg.hyper.lr,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: earlier_seconds + started.elapsed().as_secs_f64(),
             train_seconds,
         };
         if let Some((g_s, g_t)) = trainer.generated.take() {
-            let s = dir.samples();
-            report::write_image_grid(&s.join(format!("epoch-{epoch:03}-source.png")), &g_s)?;
-            report::write_image_grid(&s.join(format!("epoch-{epoch:03}-target.png")), &g_t)?;
+            write_samples(&dir, epoch, &g_s, &g_t)?;
         }
         let improved = m.source_val_acc > best.1;
         if improved {
@@ -680,15 +747,27 @@ fn run_with<B: Backend>(
         }
         history.push(m.clone());
         let state = trainer_state(&trainer.to_cpu()?, &config_metadata(&cfg, epoch, best));
+        health::check_state(&state, epoch, &dir.last())?;
         if improved {
             state.write_atomic(&dir.best())?;
         }
         // The metrics line first, then the checkpoint that covers it: after a crash between
-        // the two, resume drops the line and redoes the epoch.
-        append_line(&dir.metrics(), &m.to_json(cfg.experiment))?;
+        // the two, resume drops the line and redoes the epoch. The file is rewritten
+        // atomically (it is small), so a crash never leaves a torn line.
+        lines.push(m.to_json(cfg.experiment));
+        write_lines(&dir.metrics(), &lines)?;
         state.write_atomic(&dir.last())?;
         report::write_accuracy_plot(&dir.plot(), &history_curves(&history, cfg.experiment))?;
         progress.epoch_end(&m);
+        if epoch < cfg.epochs {
+            if let Some(signal) = crate::signal::pending() {
+                return Err(interrupted(signal, epoch, per_epoch, &dir));
+            }
+        }
+    }
+    if resume && start_epoch == cfg.epochs && !history.is_empty() {
+        // A run killed after its last checkpoint: complete; redraw the plot in case.
+        report::write_accuracy_plot(&dir.plot(), &history_curves(&history, cfg.experiment))?;
     }
     if history.is_empty() {
         return Err(Error::invalid(
@@ -765,14 +844,14 @@ pub fn history_curves(history: &[EpochMetrics], exp: Experiment) -> Vec<report::
     ]
 }
 
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    writeln!(f, "{line}").map_err(|e| io_err(path, e))?;
-    f.sync_all().map_err(|e| io_err(path, e))
+fn interrupted(signal: i32, epoch: usize, iteration: usize, dir: &RunDir) -> Error {
+    Error::Interrupted {
+        signal,
+        epoch,
+        iteration,
+        checkpoint: dir.last().display().to_string(),
+        command: health::resume_command(&dir.root),
+    }
 }
 
 fn write_lines(path: &Path, lines: &[String]) -> Result<()> {

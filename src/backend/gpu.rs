@@ -29,6 +29,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// A training run reads the losses back every this many iterations (one synchronization).
+pub const LOG_EVERY: usize = 10;
+
 /// Arena allocations are rounded to this many bytes (cudaMalloc's alignment).
 const ALIGN: usize = 256;
 
@@ -389,6 +392,10 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
 
     fn memory_stats(&self) -> Option<MemoryStats> {
         Some(self.stats())
+    }
+
+    fn log_every(&self) -> usize {
+        LOG_EVERY
     }
 
     fn begin_iteration(&self) -> Result<()> {

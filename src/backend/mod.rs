@@ -72,6 +72,12 @@ pub trait Backend: Clone + 'static {
         Ok(())
     }
 
+    /// Every how many iterations a training run reads the losses back (a read-back waits for
+    /// the device: free on the CPU, a synchronization on a GPU).
+    fn log_every(&self) -> usize {
+        1
+    }
+
     /// Device memory use, for backends with device memory.
     fn memory_stats(&self) -> Option<gpu::MemoryStats> {
         None

@@ -419,6 +419,11 @@ fn print_summary(s: &RunSummary) {
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let exp: Experiment = args.experiment.into();
+    if args.resume.is_some() && args.force {
+        bail!("--resume continues a run and --force starts one over: give one of them");
+    }
+    // SIGINT/SIGTERM: finish the iteration, write a checkpoint, exit 130/143.
+    gtadapt::signal::install().context("could not install the SIGINT/SIGTERM handler")?;
     if let Some(dir) = &args.resume {
         let device = resolve_device(args.budget.device, args.budget.precision)?;
         println!("gtadapt train: resuming the run in {}", dir.display());

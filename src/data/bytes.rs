@@ -35,6 +35,17 @@ impl Bytes {
             return Err(DataError::invalid(path, "file is empty"));
         }
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        // Miri cannot map files: under it the bytes are read instead, so the parsers on top
+        // (which see the same bytes either way) can be checked by `cargo miri test`.
+        #[cfg(miri)]
+        {
+            use std::io::Read;
+            let mut v = Vec::new();
+            (&file)
+                .read_to_end(&mut v)
+                .map_err(|e| DataError::io(path, e))?;
+            return Ok(Bytes::from_vec(v));
+        }
         // SAFETY: the mapping is read-only and lives as long as this `Bytes` (the `Mmap` owns
         // it). Mapped memory changes, or faults, if another process truncates or rewrites the
         // file in place while it is mapped; memmap2 cannot prevent that. This crate never does

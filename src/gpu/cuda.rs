@@ -550,6 +550,8 @@ impl Executor for CudaExecutor {
         Emulator.params_size(kernel)
     }
 
+    /// # Safety
+    /// The contract of [`Executor::launch`].
     unsafe fn launch(
         &self,
         kernel: &str,

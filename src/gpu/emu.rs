@@ -68,6 +68,8 @@ impl Executor for Emulator {
         (size != 0).then_some(size)
     }
 
+    /// # Safety
+    /// The contract of [`Executor::launch`].
     unsafe fn launch(
         &self,
         kernel: &str,

@@ -51,7 +51,10 @@ pub fn hint_for(code: sys::CUresult) -> &'static str {
              compute capability (or unset it to compile with NVRTC at run time)"
         }
         R::CUDA_ERROR_NO_DEVICE => " — the driver is installed but sees no GPU",
-        R::CUDA_ERROR_OUT_OF_MEMORY => " — out of GPU memory",
+        R::CUDA_ERROR_OUT_OF_MEMORY => {
+            " — out of GPU memory: lower --batch-size (or the widths), or free the GPU; \
+             `gtadapt train --dry-run` prints the memory a configuration needs"
+        }
         _ => "",
     }
 }
@@ -785,6 +788,17 @@ mod tests {
         );
         assert!(msg.contains("CUDA_COMPUTE_CAP"), "{msg}");
         assert!(hint_for(sys::CUresult::CUDA_SUCCESS).is_empty());
+        let oom = driver_error(
+            "device allocation",
+            "cuMemAlloc",
+            DriverError(sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+        )
+        .to_string();
+        assert!(
+            oom.contains("out of GPU memory") && oom.contains("--batch-size"),
+            "{oom}"
+        );
+        assert!(oom.contains("--dry-run"), "{oom}");
     }
 
     #[test]

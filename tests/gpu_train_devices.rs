@@ -136,6 +136,20 @@ fn the_cli_trains_on_the_emulator_and_refuses_cuda_without_a_gpu() {
     assert!(ok, "{text}");
     assert!(text.contains("on emulator"), "{text}");
     assert!(text.contains("device memory:"), "{text}");
+    let (ok, text) = gtadapt(&[
+        "train",
+        "--device",
+        "cpu",
+        "--precision",
+        "tf32",
+        "--dry-run",
+    ]);
+    assert!(!ok && text.contains("--precision tf32"), "{text}");
+    let (ok, text) = gtadapt(&["train", "--dry-run", "--preset", "paper"]);
+    assert!(
+        ok && text.contains("device memory on the GPU backend (batch 100)"),
+        "{text}"
+    );
     if cuda::CudaExecutor::new().is_err() {
         let (ok, text) = gtadapt(&["train", "--device", "cuda", "--dry-run"]);
         assert!(!ok, "{text}");

@@ -251,5 +251,8 @@ fn exp1_with_tf32_convolutions_stays_within_tf32_rounding() {
             "tf32 losses {t:?} vs cpu {c:?}"
         );
     }
-    assert_ne!(t, f, "TF32 gave the FP32 kernels' bits: the tensor-core path did not run");
+    assert_ne!(
+        t, f,
+        "TF32 gave the FP32 kernels' bits: the tensor-core path did not run"
+    );
 }

@@ -86,6 +86,14 @@ template <class T> inline T* gta_dynamic_smem() {
 #define GTA_INF_F __int_as_float(0x7f800000)
 #define GTA_NAN_F __int_as_float(0x7fc00000)
 
+// Before a fixed-count loop over a register array: it must unroll (a run-time index moves the
+// array to local memory). Empty in the emulator.
+#ifdef GTA_EMU
+#define GTA_UNROLL
+#else
+#define GTA_UNROLL _Pragma("unroll")
+#endif
+
 // Linear thread index within the block and the block's thread count.
 __device__ __forceinline__ unsigned gta_tid() {
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);

@@ -21,12 +21,6 @@
 // rounding bound of a length-k dot product, |Δ| ≤ 2·γ_k·Σ|a||b| (see src/gpu/check/linear.rs).
 #include "common.cuh"
 
-#ifdef GTA_EMU
-#define GTA_UNROLL
-#else
-#define GTA_UNROLL _Pragma("unroll")
-#endif
-
 #define BM GTA_GEMM_BM
 #define BN GTA_GEMM_BN
 #define BK GTA_GEMM_BK

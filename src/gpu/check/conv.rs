@@ -198,8 +198,52 @@ pub(super) fn oracle(
     })
 }
 
-fn nan<M: Memory>(exec: &M, n: usize) -> Result<M::Buf<f32>, GpuError> {
+pub(super) fn nan<M: Memory>(exec: &M, n: usize) -> Result<M::Buf<f32>, GpuError> {
     exec.filled(n, f32::NAN)
+}
+
+/// "conv2d" or "conv_transpose2d", the start of every check name of a case.
+pub(super) fn op_name(s: &ConvShape) -> &'static str {
+    if s.transposed {
+        "conv_transpose2d"
+    } else {
+        "conv2d"
+    }
+}
+
+/// A case's output dims and random inputs in [−1, 1].
+pub(super) struct Inputs {
+    pub y_dims: [usize; 4],
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub gy: Vec<f32>,
+}
+
+/// Draws x, w, b, gy (in that order) for `s`; the error is the shape's.
+pub(super) fn inputs(s: &ConvShape, rng: &mut Rng) -> Result<Inputs, String> {
+    let y_dims = s.y_dims().map_err(|e| e.to_string())?;
+    let len = |d: [usize; 4]| d.iter().product::<usize>();
+    Ok(Inputs {
+        y_dims,
+        x: rng.vec(len(s.x_dims), -1.0, 1.0),
+        w: rng.vec(len(s.w_dims), -1.0, 1.0),
+        b: rng.vec(y_dims[1], -1.0, 1.0),
+        gy: rng.vec(len(y_dims), -1.0, 1.0),
+    })
+}
+
+/// The Lipschitz constant of the fused activation (LeakyReLU: max(|slope|, 1)).
+pub(super) fn lipschitz(act: Option<Activation>) -> f64 {
+    match act {
+        Some(Activation::LeakyRelu { slope }) => slope.abs().max(1.0) as f64,
+        _ => 1.0,
+    }
+}
+
+/// Whether a and b hold the same bits.
+pub(super) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 pub fn conv_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuError> {
@@ -207,16 +251,18 @@ pub fn conv_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<()
     for c in cases() {
         let s = c.shape;
         let size = label(&c);
-        let op = if s.transposed {
-            "conv_transpose2d"
-        } else {
-            "conv2d"
-        };
+        let op = op_name(&s);
         let k_fwd = format!("{op} forward");
-        let y_dims = match s.y_dims() {
-            Ok(d) => d,
+        let Inputs {
+            y_dims,
+            x,
+            w,
+            b,
+            gy,
+        } = match inputs(&s, &mut rng) {
+            Ok(i) => i,
             Err(e) => {
-                r.fail(&k_fwd, &size, Tolerance::Exact, e.to_string());
+                r.fail(&k_fwd, &size, Tolerance::Exact, e);
                 continue;
             }
         };
@@ -224,10 +270,6 @@ pub fn conv_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<()
         let [n, c_in, h, w_] = s.x_dims;
         let [_, c_out, ho, wo] = y_dims;
         let (kh, kw) = (s.w_dims[2], s.w_dims[3]);
-        let x = rng.vec(len(s.x_dims), -1.0, 1.0);
-        let w = rng.vec(len(s.w_dims), -1.0, 1.0);
-        let b = rng.vec(c_out, -1.0, 1.0);
-        let gy = rng.vec(len(y_dims), -1.0, 1.0);
         let want = match oracle(&c, &x, &w, &b, &gy) {
             Ok(o) => o,
             Err(e) => {
@@ -246,10 +288,7 @@ pub fn conv_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<()
         // Cout·kh·kw, backward-filter one per pixel of the conv-output side, the bias gradient
         // one per output pixel.
         let k = c_in * kh * kw + c.bias as usize;
-        let lip = match c.act {
-            Some(Activation::LeakyRelu { slope }) => slope.abs().max(1.0) as f64,
-            _ => 1.0,
-        };
+        let lip = lipschitz(c.act);
         let mut yd = nan(exec, len(y_dims))?;
         let bias = c.bias.then_some(&bd);
         let res = conv::forward(exec, &s, &xd, &wd, bias, c.act, &mut yd);
@@ -282,11 +321,7 @@ pub fn conv_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<()
             let res = conv::backward_filter(exec, &s, &xd, &gyd, &mut ws, &mut again);
             let kd = format!("{op} backward_filter: same bits twice");
             if r.launched(&kd, &size, Tolerance::Exact, res) {
-                let same = again
-                    .read()?
-                    .iter()
-                    .zip(&got)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = same_bits(&again.read()?, &got);
                 r.holds(&kd, &size, same, || "the bits changed".into());
             }
         }

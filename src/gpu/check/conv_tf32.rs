@@ -28,12 +28,13 @@
 //! or read a fragment from the wrong place fails this one by orders of magnitude. And at least
 //! one forward result must differ from the FP32 kernel's bits (the TF32 path really ran).
 
-use super::conv::{cases, label, or_empty, oracle, Case};
+use super::conv::{
+    cases, inputs, label, lipschitz, nan, op_name, or_empty, oracle, same_bits, Case, Inputs,
+};
 use super::Report;
 use super::Rng;
 use crate::gpu::kernels::conv::{self, Precision};
 use crate::gpu::{Buffer, GpuError, Memory};
-use crate::ops::activation::Activation;
 
 const P: Precision = Precision::Tf32;
 
@@ -71,10 +72,6 @@ fn bounds(abs: &[f64], factor: f64) -> Vec<f64> {
     abs.iter().map(|a| factor * a).collect()
 }
 
-fn nan<M: Memory>(exec: &M, n: usize) -> Result<M::Buf<f32>, GpuError> {
-    exec.filled(n, f32::NAN)
-}
-
 /// `got` against both oracles: unrounded (TF32 bound) and rounded (tight bound).
 #[allow(clippy::too_many_arguments)]
 fn compare(
@@ -104,16 +101,18 @@ pub fn conv_tf32_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Resu
             act,
         } = c;
         let size = label(&c);
-        let op = if s.transposed {
-            "conv_transpose2d"
-        } else {
-            "conv2d"
-        };
+        let op = op_name(&s);
         let k_fwd = format!("{op} forward (tf32)");
-        let y_dims = match s.y_dims() {
-            Ok(d) => d,
+        let Inputs {
+            y_dims,
+            x,
+            w,
+            b,
+            gy,
+        } = match inputs(&s, &mut rng) {
+            Ok(i) => i,
             Err(e) => {
-                r.holds(&k_fwd, &size, false, || e.to_string());
+                r.holds(&k_fwd, &size, false, || e);
                 continue;
             }
         };
@@ -121,10 +120,6 @@ pub fn conv_tf32_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Resu
         let [n, c_in, h, w_] = s.x_dims;
         let [_, c_out, ho, wo] = y_dims;
         let (kh, kw) = (s.w_dims[2], s.w_dims[3]);
-        let x = rng.vec(len(s.x_dims), -1.0, 1.0);
-        let w = rng.vec(len(s.w_dims), -1.0, 1.0);
-        let b = rng.vec(c_out, -1.0, 1.0);
-        let gy = rng.vec(len(y_dims), -1.0, 1.0);
         let round = |v: &[f32]| v.iter().map(|&e| tf32(e)).collect::<Vec<f32>>();
         let oracles = oracle(&c, &x, &w, &b, &gy)
             .and_then(|o| Ok((o, oracle(&c, &round(&x), &round(&w), &b, &round(&gy))?)));
@@ -143,10 +138,7 @@ pub fn conv_tf32_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Resu
         );
 
         let k = c_in * kh * kw + bias as usize;
-        let lip = match act {
-            Some(Activation::LeakyRelu { slope }) => slope.abs().max(1.0) as f64,
-            _ => 1.0,
-        };
+        let lip = lipschitz(act);
         let mut yd = nan(exec, len(y_dims))?;
         let bias_d = bias.then_some(&bd);
         let res = conv::forward_with(exec, P, &s, &xd, &wd, bias_d, act, &mut yd);
@@ -159,11 +151,7 @@ pub fn conv_tf32_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Resu
             compare(r, &k_fwd, &size, &got, wt, wr, k, lip);
             let mut fp32 = nan(exec, len(y_dims))?;
             conv::forward(exec, &s, &xd, &wd, bias_d, act, &mut fp32)?;
-            differs |= fp32
-                .read()?
-                .iter()
-                .zip(&got)
-                .any(|(a, b)| a.to_bits() != b.to_bits());
+            differs |= !same_bits(&fp32.read()?, &got);
         }
 
         let kn = format!("{op} backward_data (tf32)");
@@ -202,11 +190,7 @@ pub fn conv_tf32_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Resu
             let res = conv::backward_filter_with(exec, P, &s, &xd, &gyd, &mut ws, &mut again);
             let kd = format!("{op} backward_filter (tf32): same bits twice");
             if r.launched(&kd, &size, super::Tolerance::Exact, res) {
-                let same = again
-                    .read()?
-                    .iter()
-                    .zip(&got)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = same_bits(&again.read()?, &got);
                 r.holds(&kd, &size, same, || "the bits changed".into());
             }
         }

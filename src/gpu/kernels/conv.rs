@@ -299,87 +299,82 @@ fn act_code(kernel: &str, act: Option<Activation>) -> Result<(i32, f32), GpuErro
     }
 }
 
-/// `col = act(W · im2col(im) + bias)`: conv forward, or convT backward-data (bias and act
-/// then None).
-#[allow(clippy::too_many_arguments)]
-fn fwd_pass<M: Memory>(
-    exec: &M,
-    prec: Precision,
-    g: &Geom,
-    im: &M::Buf<f32>,
-    w: &M::Buf<f32>,
-    bias: Option<&M::Buf<f32>>,
-    act: (i32, f32),
-    col: &mut M::Buf<f32>,
-) -> Result<(), GpuError> {
-    let (m, n, k) = (g.c_col, g.n * g.oh * g.ow, g.c_im * g.kh * g.kw);
-    let kernel = kernel_name("fwd", m, prec);
-    let kn = kernel.as_str();
-    check_len(kn, "im", im, g.im_len())?;
-    check_len(kn, "weight", w, g.w_len())?;
-    check_len(kn, "out", col, g.col_len())?;
-    if let Some(b) = bias {
-        check_len(kn, "bias", b, g.c_col)?;
-    }
-    if g.n == 0 {
-        return Ok(());
-    }
-    let cfg = grid(kn, m, n, 1, prec)?;
-    let p = ConvParams {
-        im: im.device_ptr(),
-        wt: w.device_ptr(),
-        bias: bias.map_or(0, |b| b.device_ptr()),
-        out: col.device_ptr(),
-        act: act.0,
-        slope: act.1,
-        ..params(g, k)
-    };
-    // SAFETY: im, weight, out (and bias) hold exactly the lengths the geometry implies
-    // (checked); the kernel reads im/weight/bias and writes out only at indices of valid
-    // (m < c_col, pixel < n·oh·ow, tap inside the image) GEMM entries; all indices < 2^31.
-    unsafe { launch(exec, kn, cfg, &p) }
+/// Which side of the geometry a data pass reads: [`data_pass`]'s two GEMMs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DataPass {
+    /// `col = act(W · im2col(im) + bias)`: conv forward, or convT backward-data (bias and act
+    /// then None).
+    Fwd,
+    /// `im = act(col2im(Wᵀ · col) + bias)`: conv backward-data, or convT forward; one grid.z
+    /// slice per stride phase, each with at most ⌈ih/s⌉·⌈iw/s⌉ pixels per sample.
+    BwdData,
 }
 
-/// `im = act(col2im(Wᵀ · col) + bias)`: conv backward-data, or convT forward.
+/// The `pass` GEMM from `input` (im for Fwd, col for BwdData) into `out` (the other side).
 #[allow(clippy::too_many_arguments)]
-fn bwd_data_pass<M: Memory>(
+fn data_pass<M: Memory>(
     exec: &M,
     prec: Precision,
+    pass: DataPass,
     g: &Geom,
-    col: &M::Buf<f32>,
+    input: &M::Buf<f32>,
     w: &M::Buf<f32>,
     bias: Option<&M::Buf<f32>>,
     act: (i32, f32),
-    im: &mut M::Buf<f32>,
+    out: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
-    // One grid.z slice per stride phase; each has at most ⌈ih/s⌉·⌈iw/s⌉ pixels per sample.
     let st = g.stride;
-    let (m, k) = (g.c_im, g.c_col * g.kh * g.kw);
-    let n = g.n * g.ih.div_ceil(st) * g.iw.div_ceil(st);
-    let kernel = kernel_name("bwd_data", m, prec);
+    let (name, m, n, k, z, in_name, in_len, out_len) = match pass {
+        DataPass::Fwd => (
+            "fwd",
+            g.c_col,
+            g.n * g.oh * g.ow,
+            g.c_im * g.kh * g.kw,
+            1,
+            "im",
+            g.im_len(),
+            g.col_len(),
+        ),
+        DataPass::BwdData => (
+            "bwd_data",
+            g.c_im,
+            g.n * g.ih.div_ceil(st) * g.iw.div_ceil(st),
+            g.c_col * g.kh * g.kw,
+            st * st,
+            "col",
+            g.col_len(),
+            g.im_len(),
+        ),
+    };
+    let kernel = kernel_name(name, m, prec);
     let kn = kernel.as_str();
-    check_len(kn, "col", col, g.col_len())?;
+    check_len(kn, in_name, input, in_len)?;
     check_len(kn, "weight", w, g.w_len())?;
-    check_len(kn, "out", im, g.im_len())?;
+    check_len(kn, "out", out, out_len)?;
     if let Some(b) = bias {
-        check_len(kn, "bias", b, g.c_im)?;
+        check_len(kn, "bias", b, m)?;
     }
     if g.n == 0 {
         return Ok(());
     }
-    let cfg = grid(kn, m, n, st * st, prec)?;
-    let p = ConvParams {
-        col: col.device_ptr(),
+    let cfg = grid(kn, m, n, z, prec)?;
+    let mut p = ConvParams {
         wt: w.device_ptr(),
         bias: bias.map_or(0, |b| b.device_ptr()),
-        out: im.device_ptr(),
+        out: out.device_ptr(),
         act: act.0,
         slope: act.1,
         ..params(g, k)
     };
-    // SAFETY: col, weight, out (and bias) hold exactly the geometry's lengths (checked); the
-    // kernel reads col only at taps inside [0, oh)×[0, ow) and writes out at m < c_im and the
-    // pixels (< ih, < iw) of its stride phase; all indices < 2^31.
+    match pass {
+        DataPass::Fwd => p.im = input.device_ptr(),
+        DataPass::BwdData => p.col = input.device_ptr(),
+    }
+    // SAFETY: input, weight, out (and bias) hold exactly the lengths the geometry implies
+    // (checked). Fwd reads im/weight/bias and writes out only at indices of valid (m < c_col,
+    // pixel < n·oh·ow, tap inside the image) GEMM entries; BwdData reads col only at taps
+    // inside [0, oh)×[0, ow) and writes out at m < c_im and the pixels (< ih, < iw) of its
+    // stride phase; all indices < 2^31.
     unsafe { launch(exec, kn, cfg, &p) }
 }
 
@@ -450,11 +445,12 @@ pub fn forward_with<M: Memory>(
 ) -> Result<(), GpuError> {
     let g = s.geom("conv_forward")?;
     let act = act_code("conv_forward", act)?;
-    if s.transposed {
-        bwd_data_pass(exec, prec, &g, x, w, bias, act, y)
+    let pass = if s.transposed {
+        DataPass::BwdData
     } else {
-        fwd_pass(exec, prec, &g, x, w, bias, act, y)
-    }
+        DataPass::Fwd
+    };
+    data_pass(exec, prec, pass, &g, x, w, bias, act, y)
 }
 
 /// Backward-data: `gx` from `gy` and `w`.
@@ -478,11 +474,12 @@ pub fn backward_data_with<M: Memory>(
     gx: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     let g = s.geom("conv_backward_data")?;
-    if s.transposed {
-        fwd_pass(exec, prec, &g, gy, w, None, (-1, 0.0), gx)
+    let pass = if s.transposed {
+        DataPass::Fwd
     } else {
-        bwd_data_pass(exec, prec, &g, gy, w, None, (-1, 0.0), gx)
-    }
+        DataPass::BwdData
+    };
+    data_pass(exec, prec, pass, &g, gy, w, None, (-1, 0.0), gx)
 }
 
 /// Backward-filter: `gw` (the weight's shape) from `x` and `gy`, deterministic. `workspace`

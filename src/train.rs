@@ -796,7 +796,14 @@ fn run_with<B: Backend>(
 /// depends only on shapes). Exact for the arena and the persistent allocations; the CUDA
 /// context and loaded modules come on top.
 pub fn plan_device_memory(cfg: &RunConfig) -> Result<MemoryStats> {
-    let backend = Gpu::new(crate::gpu::plan::Planner);
+    Ok(plan_device(cfg)?.0)
+}
+
+/// [`plan_device_memory`] and the number of kernel launches of one training iteration (the
+/// host's launch work, which a CUDA graph would replace by one launch).
+pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
+    let planner = crate::gpu::plan::Planner::default();
+    let backend = Gpu::new(planner.clone());
     let mut trainer =
         Trainer::new(cfg.experiment, cfg.hyper, cfg.seed).to_backend(backend.clone())?;
     if cfg.input_norm == InputNorm::Dataset {
@@ -811,13 +818,15 @@ pub fn plan_device_memory(cfg: &RunConfig) -> Result<MemoryStats> {
     let batch = Batch::from_normalized(images.clone(), vec![0; n], images)?;
     let noise = noise_for(cfg.seed, 0, n, cfg.hyper.widths.nz)?;
     // Two iterations: the first sizes the arena, the second runs inside it.
-    for _ in 0..2 {
-        trainer.step(&batch, &noise)?;
-    }
+    trainer.step(&batch, &noise)?;
+    let before = planner.launches();
+    trainer.step(&batch, &noise)?;
+    let launches = planner.launches() - before;
     trainer.logits(Tensor::zeros([EVAL_CHUNK, 3, 32, 32])?)?;
-    backend
+    let memory = backend
         .memory_stats()
-        .ok_or_else(|| Error::invalid("plan", "the GPU backend reports no memory"))
+        .ok_or_else(|| Error::invalid("plan", "the GPU backend reports no memory"))?;
+    Ok((memory, launches))
 }
 
 /// The two curves of the accuracy plot.

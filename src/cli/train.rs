@@ -440,7 +440,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let device = resolve_device(args.budget.device, args.budget.precision)?;
     if args.dry_run {
         print_networks(exp, cfg.hyper);
-        let m = train::plan_device_memory(&cfg)
+        let (m, launches) = train::plan_device(&cfg)
             .context("could not plan the device memory of this configuration")?;
         println!(
             "device memory on the GPU backend (batch {}): {:.1} MiB persistent (parameters, \
@@ -451,6 +451,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             mib(m.arena_peak_bytes),
             mib(m.persistent_bytes + m.arena_peak_bytes)
         );
+        println!("kernel launches per training iteration on the GPU backend: {launches}");
         return Ok(());
     }
     let out = args

@@ -9,11 +9,21 @@
 
 use super::{DeviceBuffer, DeviceRepr, Emulator, Executor, GpuError, LaunchConfig, Memory};
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Allocates like a device; launches nothing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Planner;
+/// Allocates like a device; launches nothing, but counts the launches (clones share the count).
+#[derive(Clone, Debug, Default)]
+pub struct Planner {
+    launches: Arc<AtomicU64>,
+}
+
+impl Planner {
+    /// Kernel launches so far.
+    pub fn launches(&self) -> u64 {
+        self.launches.load(Ordering::Relaxed)
+    }
+}
 
 impl Executor for Planner {
     fn name(&self) -> &'static str {
@@ -41,6 +51,7 @@ impl Executor for Planner {
                 reason: "empty parameter array".into(),
             });
         }
+        self.launches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -16,18 +16,6 @@ use gtadapt::data::{self, Batcher};
 const BATCH: usize = 100;
 const MIN_TIME: Duration = Duration::from_secs(2);
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 /// Images per second of `run_epoch` (which returns the images it produced), over at least
 /// MIN_TIME after one warm-up epoch.
 fn rate(mut run_epoch: impl FnMut(u64) -> usize) -> (f64, usize) {
@@ -48,7 +36,7 @@ fn main() {
     println!(
         "batch_cpu: gtadapt {}, {} ({} cores available), batch {BATCH}",
         env!("CARGO_PKG_VERSION"),
-        cpu_model(),
+        gtadapt::bench::cpu_name(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)

@@ -559,6 +559,9 @@ pub struct ExperimentsArgs {
 
 /// source-only, exp1, exp2 and exp3 with the same seed and budget, then one table and plot.
 pub fn experiments(args: ExperimentsArgs) -> Result<()> {
+    // SIGINT/SIGTERM: the running experiment finishes its iteration and writes a checkpoint
+    // (continue it with `train --resume`), then the command stops.
+    gtadapt::signal::install().context("could not install the SIGINT/SIGTERM handler")?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "runs/experiments-{}",

@@ -112,6 +112,8 @@ pub struct Budget {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = NormArg::Dataset)]
     pub input_norm: NormArg,
+    /// Where to train. Runs are device-independent: a checkpoint from one device resumes on
+    /// any other. `gtadapt train --dry-run` shows the device memory a configuration needs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// Arithmetic of the convolutions on the GPU backend: fp32 (FMA units), or tf32 (tensor

@@ -28,7 +28,7 @@ use crate::models::{
 use crate::nn::init::Init;
 use crate::nn::Network;
 use crate::ops::adam::{AdamConfig, AdamState};
-use crate::ops::loss::{count_correct, BceTarget};
+use crate::ops::loss::BceTarget;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -593,6 +593,27 @@ impl<B: Backend> Trainer<B> {
         self.networks()[index].bind(tape)
     }
 
+    /// Adds to `counter` the correct argmax(C(F(x))) predictions over `x` [N,3,32,32] (one
+    /// evaluation pass; counted on the backend, so a GPU reads nothing back here).
+    pub fn add_correct(
+        &mut self,
+        x: &Tensor,
+        labels: &[u32],
+        counter: &mut B::Counter,
+    ) -> Result<()> {
+        let n = x.dims4("evaluate")?[0];
+        if labels.len() != n {
+            return Err(Error::shape(
+                "evaluate",
+                format!("{n} images, {} labels", labels.len()),
+            ));
+        }
+        self.backend.begin_iteration()?;
+        let logits = self.logits_on(x)?;
+        let labels = self.backend.upload_labels(labels)?;
+        self.backend.count_correct(&logits, &labels, counter)
+    }
+
     /// Number of correct argmax(C(F(x))) predictions over `x` [N,3,32,32], in chunks of `chunk`.
     pub fn count_correct(&mut self, x: &Tensor, labels: &[u32], chunk: usize) -> Result<usize> {
         let dims = x.dims4("evaluate")?;
@@ -603,7 +624,7 @@ impl<B: Backend> Trainer<B> {
             ));
         }
         let per = dims[1] * dims[2] * dims[3];
-        let mut correct = 0;
+        let mut counter = self.backend.counter()?;
         for (start, lab) in (0..dims[0])
             .step_by(chunk.max(1))
             .zip(labels.chunks(chunk.max(1)))
@@ -613,17 +634,22 @@ impl<B: Backend> Trainer<B> {
                 [m, dims[1], dims[2], dims[3]],
                 x.data()[start * per..(start + m) * per].to_vec(),
             )?;
-            let logits = self.logits(xs)?;
-            correct += count_correct(logits.data(), logits.dims2("evaluate")?, lab)?;
+            self.add_correct(&xs, lab, &mut counter)?;
         }
-        Ok(correct)
+        self.backend.read_counter(&counter)
     }
 
     /// C(F(x)) in evaluation mode (on the host).
     pub fn logits(&mut self, x: Tensor) -> Result<Tensor> {
         self.backend.begin_iteration()?;
+        let logits = self.logits_on(&x)?;
+        self.backend.download(&logits)
+    }
+
+    /// C(F(x)) in evaluation mode, left on the backend (within the current iteration).
+    fn logits_on(&mut self, x: &Tensor) -> Result<B::Tensor> {
         let mut tape = Tape::on(self.backend.clone());
-        let x = self.backend.upload(&x)?;
+        let x = self.backend.upload(x)?;
         let (f, c) = (&mut self.f, &mut self.c);
         let out = tape.no_grad(|t| -> Result<Var> {
             let fv = f.net.bind(t)?;
@@ -632,7 +658,7 @@ impl<B: Backend> Trainer<B> {
             let e = f.forward(t, &fv, xv, false)?;
             c.forward(t, &cv, e, false)
         })?;
-        self.backend.download(tape.value(out))
+        Ok(tape.value(out).clone())
     }
 }
 

@@ -258,13 +258,15 @@ pub fn evaluate<B: Backend>(
     norm: InputNorm,
 ) -> Result<f64> {
     let batcher = Batcher::eval(split, EVAL_CHUNK).map_err(data_err)?;
-    let mut correct = 0usize;
+    // Counted on the backend: one read-back per split.
+    let mut counter = trainer.backend.counter()?;
     let mut total = 0usize;
     for b in batcher.epoch(0) {
         let (x, _) = input_tensors(&b, norm)?;
-        correct += trainer.count_correct(&x, &b.labels, EVAL_CHUNK)?;
+        trainer.add_correct(&x, &b.labels, &mut counter)?;
         total += b.len();
     }
+    let correct = trainer.backend.read_counter(&counter)?;
     Ok(if total == 0 {
         0.0
     } else {
@@ -822,7 +824,9 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
     let before = planner.launches();
     trainer.step(&batch, &noise)?;
     let launches = planner.launches() - before;
-    trainer.logits(Tensor::zeros([EVAL_CHUNK, 3, 32, 32])?)?;
+    let mut counter = backend.counter()?;
+    let x = Tensor::zeros([EVAL_CHUNK, 3, 32, 32])?;
+    trainer.add_correct(&x, &[0; EVAL_CHUNK], &mut counter)?;
     let memory = backend
         .memory_stats()
         .ok_or_else(|| Error::invalid("plan", "the GPU backend reports no memory"))?;

@@ -205,6 +205,13 @@ fn evaluation_logits_match_the_cpu_backend() {
         d <= 1e-5 * max_abs(a.data()).max(1.0),
         "logits: max |Δ| {d:e}"
     );
+    // Accuracy counted on the device (count_correct kernel, one read) = the host's count.
+    let x = normal(10, 0, &[37, 3, 32, 32], 1.0);
+    let labels: Vec<u32> = (0..37).map(|i| (i * 3 % 10) as u32).collect();
+    let host_logits = cpu.logits(x.clone()).unwrap();
+    let want = gtadapt::ops::loss::count_correct(host_logits.data(), [37, 10], &labels).unwrap();
+    assert_eq!(cpu.count_correct(&x, &labels, 8).unwrap(), want);
+    assert_eq!(gpu.count_correct(&x, &labels, 8).unwrap(), want);
 }
 
 #[test]

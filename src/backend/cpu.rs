@@ -72,6 +72,7 @@ impl Backend for Cpu {
     type RunningStats = RunningStats;
     type AdamState = AdamState;
     type Images = ();
+    type Counter = usize;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -97,6 +98,16 @@ impl Backend for Cpu {
     fn fill(&self, t: &mut Tensor, value: f32) -> Result<()> {
         t.data_mut().fill(value);
         Ok(())
+    }
+    fn counter(&self) -> Result<usize> {
+        Ok(0)
+    }
+    fn count_correct(&self, logits: &Tensor, labels: &Vec<u32>, c: &mut usize) -> Result<()> {
+        *c += crate::ops::loss::count_correct(logits.data(), logits.dims2("accuracy")?, labels)?;
+        Ok(())
+    }
+    fn read_counter(&self, c: &usize) -> Result<usize> {
+        Ok(*c)
     }
 
     fn upload(&self, t: &Tensor) -> Result<Tensor> {

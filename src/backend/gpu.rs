@@ -345,6 +345,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     type RunningStats = GpuRunningStats<M>;
     type AdamState = GpuAdamState<M>;
     type Images = DeviceImages<M>;
+    type Counter = M::Buf<u32>;
 
     fn name(&self) -> &'static str {
         self.inner.exec.name()
@@ -382,6 +383,30 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let ab = Rc::get_mut(&mut acc.buf)
             .ok_or_else(|| Error::invalid("accumulate", "the accumulator is shared"))?;
         Ok(elementwise::axpy(&self.inner.exec, 1.0, xb, ab)?)
+    }
+    fn counter(&self) -> Result<M::Buf<u32>> {
+        Ok(self.inner.exec.alloc_zeroed::<u32>(1)?)
+    }
+    fn count_correct(
+        &self,
+        logits: &GpuTensor<M>,
+        labels: &GpuLabels<M>,
+        counter: &mut M::Buf<u32>,
+    ) -> Result<()> {
+        let dims = dims2("accuracy", &logits.shape)?;
+        self.check_generation(labels.generation)?;
+        let lb = self.buf(logits)?;
+        Ok(loss_k::count_correct(
+            &self.inner.exec,
+            lb,
+            &labels.buf,
+            dims,
+            counter,
+            true,
+        )?)
+    }
+    fn read_counter(&self, counter: &M::Buf<u32>) -> Result<usize> {
+        Ok(counter.read()?.first().copied().unwrap_or(0) as usize)
     }
     fn fill(&self, t: &mut GpuTensor<M>, value: f32) -> Result<()> {
         self.check_generation(t.generation)?;

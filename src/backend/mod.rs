@@ -62,6 +62,8 @@ pub trait Backend: Clone + 'static {
     /// A dataset split's images resident in this backend's memory (see
     /// [`Backend::resident_images`]).
     type Images: 'static;
+    /// A running count of correct predictions kept on the backend (one read per split).
+    type Counter;
 
     /// "cpu", "emulator" or "cuda".
     fn name(&self) -> &'static str;
@@ -117,6 +119,19 @@ pub trait Backend: Clone + 'static {
     fn accumulate(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
     /// Every element of `t` (a persistent tensor) set to `value`, in place.
     fn fill(&self, t: &mut Self::Tensor, value: f32) -> Result<()>;
+
+    // ---- evaluation ----
+    /// A zeroed counter.
+    fn counter(&self) -> Result<Self::Counter>;
+    /// Adds the number of rows of `logits` [N, K] whose argmax (first maximum) is the label.
+    fn count_correct(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Labels,
+        counter: &mut Self::Counter,
+    ) -> Result<()>;
+    /// The counter's value (a read-back on a GPU).
+    fn read_counter(&self, counter: &Self::Counter) -> Result<usize>;
 
     // ---- elementwise and layout ----
     fn full(&self, shape: &Shape, value: f32) -> Result<Self::Tensor>;

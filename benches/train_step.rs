@@ -25,9 +25,11 @@
 //! G4×2, C×1, D_src×4, D_tgt×4; backward D_src×4, D_tgt×4, G4×4, F×2, C×2. Source-only: F, C
 //! forward and backward once. (exp2's F2/C2 are counted as F1/C1: an approximation.)
 //!
-//! The split into D, G, C, F steps is not timed here: the GTA step is one tape whose D update
-//! sits between shared forwards and the G/C/F backwards (src/gta.rs), so a split needs timing
-//! hooks inside `Trainer::step`; reference/gta_torch.py bench reports PyTorch's phases.
+//! The split: after the timed iterations, as many more run with `Trainer::phase_seconds` set,
+//! which waits for the device at each phase boundary and adds up: forward (F, G, C on both
+//! domains), D (D's forwards, backward and update), G/F forward (the updated D on g_s, g_t),
+//! G, C, F (each network's backward and Adam update). reference/gta_torch.py bench reports
+//! PyTorch's phases, cut slightly differently (its G and F phases include their D calls).
 
 use gtadapt::backend::Backend;
 use gtadapt::bench::{self, Config};
@@ -96,8 +98,14 @@ fn flops_per_iter(exp: Experiment, batch: usize, width: usize, nz: usize) -> f64
     }
 }
 
-/// Median ms of `iters` steps after one warm-up step.
-fn time_steps<B: Backend>(t: &mut Trainer<B>, b: &Batch, nz: usize, iters: usize) -> f64 {
+/// Median ms of `iters` steps after one warm-up step, then the mean ms per phase of `iters`
+/// more steps timed phase by phase.
+fn time_steps<B: Backend>(
+    t: &mut Trainer<B>,
+    b: &Batch,
+    nz: usize,
+    iters: usize,
+) -> (f64, Vec<(&'static str, f64)>) {
     let n = b.y_s.len();
     let noise = noise_for(1, 0, n, nz).unwrap();
     t.step(b, &noise).expect("warm-up step");
@@ -109,7 +117,16 @@ fn time_steps<B: Backend>(t: &mut Trainer<B>, b: &Batch, nz: usize, iters: usize
         })
         .collect();
     ms.sort_by(f64::total_cmp);
-    ms[ms.len() / 2]
+    t.phase_seconds = Some(Vec::new());
+    for _ in 0..iters {
+        t.step(b, &noise).expect("step");
+    }
+    let phases = t.phase_seconds.take().unwrap_or_default();
+    let per_iter = phases
+        .into_iter()
+        .map(|(name, s)| (name, s * 1e3 / iters as f64))
+        .collect();
+    (ms[ms.len() / 2], per_iter)
 }
 
 fn batch_of(n: usize) -> Batch {
@@ -205,6 +222,7 @@ fn main() {
     );
     print!("{md}");
     let mut rows = Vec::new();
+    let mut phase_lines = Vec::new();
     for &batch in &batches {
         let b = batch_of(batch);
         for name in list.split(',') {
@@ -227,7 +245,7 @@ fn main() {
                 ..Hyper::default()
             };
             let cpu = Trainer::new(exp, hyper, 1);
-            let mut runs: Vec<(&str, f64)> = Vec::new();
+            let mut runs: Vec<(&str, (f64, Vec<(&str, f64)>))> = Vec::new();
             match device.as_str() {
                 "cpu" => {
                     let mut t = cpu;
@@ -253,7 +271,14 @@ fn main() {
                 }
             }
             let flop = flops_per_iter(exp, batch, width, nz);
-            for (mode, ms) in runs {
+            for (mode, (ms, phases)) in runs {
+                let split: Vec<String> =
+                    phases.iter().map(|(n, v)| format!("{n} {v:.1}")).collect();
+                phase_lines.push(format!(
+                    "| {} | {batch} | {mode} | {} |",
+                    exp.name(),
+                    split.join(", ")
+                ));
                 let gflops = flop / ms / 1e6;
                 let pct = peak.as_ref().map(|(p, _)| 100.0 * gflops / p);
                 let line = format!(
@@ -264,13 +289,26 @@ fn main() {
                 );
                 println!("{line}");
                 let _ = writeln!(md, "{line}");
+                let phase_ms: serde_json::Map<String, serde_json::Value> = phases
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), serde_json::json!(v)))
+                    .collect();
                 rows.push(serde_json::json!({
                     "experiment": exp.name(), "batch": batch, "launches": mode, "ms": ms,
-                    "flop": flop, "gflops": gflops, "peak_pct": pct,
+                    "flop": flop, "gflops": gflops, "peak_pct": pct, "phase_ms": phase_ms,
                 }));
             }
         }
     }
+    let _ = writeln!(
+        md,
+        "\nPhases, ms per iteration (the device waited for at each boundary, so their sum exceeds \
+         the iteration above on a GPU):\n\n| experiment | batch | launches | forward, D, G/F forward, G, C, F |\n|---|---:|---|---|"
+    );
+    for l in &phase_lines {
+        let _ = writeln!(md, "{l}");
+    }
+    println!("\n{}", phase_lines.join("\n"));
     let json = serde_json::json!({
         "bench": "train_step", "device": what, "commit": bench::commit(), "date": bench::utc_now(),
         "width": width, "nz": nz, "iters": iters, "threads": rayon::current_num_threads(),

@@ -191,6 +191,11 @@ pub struct Trainer<B: Backend = Cpu> {
     pub record_grads: bool,
     /// (network index in [`Trainer::networks`] order, its parameter gradients), in update order.
     pub recorded_grads: Vec<(usize, Vec<Tensor>)>,
+    /// When set, every step adds the wall-clock seconds of its phases here (forward, D, G/F
+    /// forward, G, C, F), waiting for the device at each phase boundary — for timing only: it
+    /// serializes a GPU's queue.
+    pub phase_seconds: Option<Vec<(&'static str, f64)>>,
+    phase_clock: Option<std::time::Instant>,
     /// Where the state lives and the ops run.
     pub backend: B,
 }
@@ -253,6 +258,8 @@ impl Trainer {
             generated: None,
             record_grads: false,
             recorded_grads: Vec::new(),
+            phase_seconds: None,
+            phase_clock: None,
             backend: Cpu,
         };
         t.adam = t.networks().into_iter().map(adam_for).collect();
@@ -304,6 +311,8 @@ impl<B: Backend> Trainer<B> {
             generated: self.generated.clone(),
             record_grads: self.record_grads,
             recorded_grads: self.recorded_grads.clone(),
+            phase_seconds: self.phase_seconds.clone(),
+            phase_clock: None,
             backend: to,
         })
     }
@@ -348,6 +357,25 @@ impl<B: Backend> Trainer<B> {
             beta2: self.hyper.beta2,
             eps: 1e-8,
         }
+    }
+
+    /// Closes the current phase under `name` (see [`Trainer::phase_seconds`]); `None` opens
+    /// the first phase of a step.
+    fn phase(&mut self, name: Option<&'static str>) -> Result<()> {
+        let Some(phases) = self.phase_seconds.as_mut() else {
+            return Ok(());
+        };
+        self.backend.synchronize()?;
+        let now = std::time::Instant::now();
+        if let (Some(name), Some(start)) = (name, self.phase_clock) {
+            let dt = (now - start).as_secs_f64();
+            match phases.iter_mut().find(|(n, _)| *n == name) {
+                Some(p) => p.1 += dt,
+                None => phases.push((name, dt)),
+            }
+        }
+        self.phase_clock = Some(now);
+        Ok(())
     }
 
     /// Applies `grads` to network `index` (in [`Trainer::networks`] order) with `lr`.
@@ -428,6 +456,7 @@ impl<B: Backend> Trainer<B> {
     }
 
     fn step_source_only(&mut self, batch: &Batch<B::Tensor>) -> Result<B::Tensor> {
+        self.phase(None)?;
         let mut tape = Tape::on(self.backend.clone());
         let fv = self.f.net.bind(&mut tape)?;
         let cv = self.c.net.bind(&mut tape)?;
@@ -435,11 +464,16 @@ impl<B: Backend> Trainer<B> {
         let e = self.f.forward(&mut tape, &fv, x, true)?;
         let logits = self.c.forward(&mut tape, &cv, e, true)?;
         let loss = tape.cross_entropy(logits, &batch.y_s)?;
+        self.phase(Some("forward"))?;
         let gf = tape.backward(loss, &fv)?;
+        self.phase(Some("F"))?;
         let gc = tape.backward(loss, &cv)?;
+        self.phase(Some("C"))?;
         let lr = self.lr_decayed();
         self.update(1, &gc, lr)?;
+        self.phase(Some("C"))?;
         self.update(0, &gf, lr)?;
+        self.phase(Some("F"))?;
         let l = tape.value(loss);
         let zero = self.backend.full(l.shape(), 0.0)?;
         losses4(&self.backend, [&zero, &zero, l, l])
@@ -450,6 +484,7 @@ impl<B: Backend> Trainer<B> {
         batch: &Batch<B::Tensor>,
         noise: &Noise<B::Tensor>,
     ) -> Result<B::Tensor> {
+        self.phase(None)?;
         let n = batch.y_s.len();
         let hp = self.hyper;
         let lr = self.lr_decayed();
@@ -490,6 +525,7 @@ impl<B: Backend> Trainer<B> {
         }
         let c_s = self.c.forward(&mut tape, &cv, e_s, true)?;
         let loss_c = tape.cross_entropy_with(c_s, y)?;
+        self.phase(Some("forward"))?;
 
         // 1. D step (old D), then update D. 2.–4. losses with the updated D.
         let (loss_d, loss_g, loss_f_adv) = match &mut self.adversary {
@@ -508,6 +544,7 @@ impl<B: Backend> Trainer<B> {
                 let loss_d = sum(&mut tape, &terms)?;
                 let gd = tape.backward(loss_d, &dv)?;
                 let dv_new = self.update_and_rebind(&mut tape, 3, &gd, lr)?;
+                self.phase(Some("D"))?;
                 let d = match &mut self.adversary {
                     Adversary::Gd { d, .. } => d,
                     _ => unreachable!(),
@@ -547,6 +584,7 @@ impl<B: Backend> Trainer<B> {
                 let gt = grads.split_off(sv.len());
                 let new_s = self.update_and_rebind(&mut tape, 3, &grads, lr)?;
                 let new_t = self.update_and_rebind(&mut tape, 4, &gt, lr)?;
+                self.phase(Some("D"))?;
                 let (d_src, d_tgt) = match &mut self.adversary {
                     Adversary::Split { d_src, d_tgt, .. } => (d_src, d_tgt),
                     _ => unreachable!(),
@@ -571,12 +609,19 @@ impl<B: Backend> Trainer<B> {
         let loss_f = sum(&mut tape, &[loss_c, src, tgt])?;
 
         // All three gradients before any of G, C, F changes.
+        self.phase(Some("G/F forward"))?;
         let gg = tape.backward(loss_g, &gv)?;
+        self.phase(Some("G"))?;
         let gc = tape.backward(loss_c, &cv)?;
+        self.phase(Some("C"))?;
         let gf = tape.backward(loss_f, &fv)?;
+        self.phase(Some("F"))?;
         self.update(2, &gg, hp.lr)?;
+        self.phase(Some("G"))?;
         self.update(1, &gc, lr)?;
+        self.phase(Some("C"))?;
         self.update(0, &gf, lr)?;
+        self.phase(Some("F"))?;
         let v = |x| tape.value(x);
         losses4(&self.backend, [v(loss_d), v(loss_g), v(loss_c), v(loss_f)])
     }

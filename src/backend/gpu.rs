@@ -423,6 +423,10 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         LOG_EVERY
     }
 
+    fn synchronize(&self) -> Result<()> {
+        Ok(crate::gpu::Executor::synchronize(&self.inner.exec)?)
+    }
+
     fn begin_iteration(&self) -> Result<()> {
         let exec = &self.inner.exec;
         let mut a = self.inner.arena.borrow_mut();

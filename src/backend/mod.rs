@@ -80,6 +80,11 @@ pub trait Backend: Clone + 'static {
         1
     }
 
+    /// Waits for the device's queued work (timing phases); nothing to wait for on the CPU.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Device memory use, for backends with device memory.
     fn memory_stats(&self) -> Option<gpu::MemoryStats> {
         None

@@ -553,6 +553,10 @@ impl Executor for CudaExecutor {
         Emulator.params_size(kernel)
     }
 
+    fn synchronize(&self) -> Result<(), GpuError> {
+        CudaExecutor::synchronize(self)
+    }
+
     /// # Safety
     /// The contract of [`Executor::launch`].
     unsafe fn launch(

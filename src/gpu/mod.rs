@@ -118,6 +118,11 @@ pub trait Executor {
     /// can tell.
     fn params_size(&self, kernel: &str) -> Option<usize>;
 
+    /// Waits until every launch so far has finished (the emulator runs launches at once).
+    fn synchronize(&self) -> Result<(), GpuError> {
+        Ok(())
+    }
+
     /// Launch `kernel` with the parameter struct `params`, checking its size against the
     /// kernel side first (when the executor can tell).
     ///

@@ -98,6 +98,9 @@ fn flops_per_iter(exp: Experiment, batch: usize, width: usize, nz: usize) -> f64
     }
 }
 
+/// Median ms per iteration, and mean ms per phase.
+type Timing = (f64, Vec<(&'static str, f64)>);
+
 /// Median ms of `iters` steps after one warm-up step, then the mean ms per phase of `iters`
 /// more steps timed phase by phase.
 fn time_steps<B: Backend>(
@@ -105,7 +108,7 @@ fn time_steps<B: Backend>(
     b: &Batch,
     nz: usize,
     iters: usize,
-) -> (f64, Vec<(&'static str, f64)>) {
+) -> Timing {
     let n = b.y_s.len();
     let noise = noise_for(1, 0, n, nz).unwrap();
     t.step(b, &noise).expect("warm-up step");
@@ -245,7 +248,7 @@ fn main() {
                 ..Hyper::default()
             };
             let cpu = Trainer::new(exp, hyper, 1);
-            let mut runs: Vec<(&str, (f64, Vec<(&str, f64)>))> = Vec::new();
+            let mut runs: Vec<(&str, Timing)> = Vec::new();
             match device.as_str() {
                 "cpu" => {
                     let mut t = cpu;

@@ -103,12 +103,7 @@ type Timing = (f64, Vec<(&'static str, f64)>);
 
 /// Median ms of `iters` steps after one warm-up step, then the mean ms per phase of `iters`
 /// more steps timed phase by phase.
-fn time_steps<B: Backend>(
-    t: &mut Trainer<B>,
-    b: &Batch,
-    nz: usize,
-    iters: usize,
-) -> Timing {
+fn time_steps<B: Backend>(t: &mut Trainer<B>, b: &Batch, nz: usize, iters: usize) -> Timing {
     let n = b.y_s.len();
     let noise = noise_for(1, 0, n, nz).unwrap();
     t.step(b, &noise).expect("warm-up step");

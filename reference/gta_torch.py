@@ -247,13 +247,20 @@ def to_unit_range(x):
     return ((x * STD + MEAN) - 0.5) * 2
 
 
+# Where `bench` runs (fixtures and selfcheck stay on the CPU). On CUDA the optimizers use
+# PyTorch's default (foreach) implementation, as a user's script would; on the CPU the
+# non-foreach arithmetic the fixtures pin.
+BENCH_DEVICE = torch.device("cpu")
+
+
 def onehot(labels, batch, dtype=torch.float32):
     """[N, 11] one-hot; labels=None gives the 'target' code (index 10) for every row."""
-    out = torch.zeros(batch, NCLASSES + 1, dtype=dtype)
+    device = labels.device if labels is not None else BENCH_DEVICE
+    out = torch.zeros(batch, NCLASSES + 1, dtype=dtype, device=device)
     if labels is None:
         out[:, NCLASSES] = 1.0
     else:
-        out[torch.arange(batch), labels] = 1.0
+        out[torch.arange(batch, device=device), labels] = 1.0
     return out
 
 
@@ -265,10 +272,14 @@ class _Timer:
     """Accumulates wall-clock seconds per phase of an iteration (for `bench`)."""
 
     def __init__(self):
+        if BENCH_DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         self.t = time.perf_counter()
         self.phases = {}
 
     def lap(self, phase):
+        if BENCH_DEVICE.type == "cuda":
+            torch.cuda.synchronize()  # a phase ends when its kernels have
         now = time.perf_counter()
         self.phases[phase] = self.phases.get(phase, 0.0) + now - self.t
         self.t = now
@@ -285,9 +296,10 @@ class Trainer:
     def __init__(self, nets, cfg):
         self.nets, self.cfg = nets, cfg
         # foreach=False is PyTorch's CPU default; spelled out so the arithmetic is pinned.
+        foreach = None if BENCH_DEVICE.type == "cuda" else False
         self.opt = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr,
                                            betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                           foreach=False)
+                                           foreach=foreach)
                     for name, net in nets.items()}
         self.decayed = [n for n in nets if n != "netG"]
         self.iteration = 0
@@ -447,6 +459,8 @@ class SourceOnlyTrainer(Trainer):
 
 def make_trainer(experiment, cfg):
     nets = build_networks(experiment, cfg)
+    for net in nets.values():
+        net.to(BENCH_DEVICE)
     cls = {"exp1": GTATrainer, "exp2": GTATrainer, "exp3": GTA3Trainer,
            "sourceonly": SourceOnlyTrainer}[experiment]
     return cls(nets, cfg)
@@ -454,14 +468,16 @@ def make_trainer(experiment, cfg):
 
 def random_batch(batch):
     """Normalized-looking inputs ((u − 0.44)/0.19, u ~ U[0,1)), labels 0..9, noise N(0,1)."""
-    x_s = (torch.rand(batch, 3, 32, 32) - MEAN) / STD
-    y_s = torch.randint(0, NCLASSES, (batch,))
-    x_t = (torch.rand(batch, 3, 32, 32) - MEAN) / STD
+    d = BENCH_DEVICE
+    x_s = (torch.rand(batch, 3, 32, 32, device=d) - MEAN) / STD
+    y_s = torch.randint(0, NCLASSES, (batch,), device=d)
+    x_t = (torch.rand(batch, 3, 32, 32, device=d) - MEAN) / STD
     return x_s, y_s, x_t
 
 
 def noise(batch, nz):
-    return torch.randn(batch, nz, 1, 1), torch.randn(batch, nz, 1, 1)
+    d = BENCH_DEVICE
+    return torch.randn(batch, nz, 1, 1, device=d), torch.randn(batch, nz, 1, 1, device=d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -730,8 +746,17 @@ BENCH_PHASES["exp2"] = BENCH_PHASES["exp1"]
 
 
 def cmd_bench(args):
+    global BENCH_DEVICE
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("bench --device cuda: PyTorch sees no GPU")
+        BENCH_DEVICE = torch.device("cuda")
+        torch.backends.cudnn.benchmark = True
+        # FP32 unless asked: PyTorch lets cuDNN use TF32 by default.
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
     cfg = Config()
     trainer = make_trainer(args.experiment, cfg)
     x_s, y_s, x_t = random_batch(args.batch)
@@ -739,15 +764,21 @@ def cmd_bench(args):
     times = []
     for i in range(args.warmup + args.iters):
         z_s, z_t = noise(args.batch, cfg.nz)
+        if BENCH_DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         trainer.step(x_s, y_s, x_t, z_s, z_t)
+        if BENCH_DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         total = time.perf_counter() - t0
         if i >= args.warmup:
             times.append(dict(trainer.last_times, total=total))
     med = {k: statistics.median(t[k] for t in times) for k in times[0]}
     out = {"experiment": args.experiment, "batch": args.batch, "threads": args.threads,
            "iters": args.iters, "warmup": args.warmup, "torch": torch.__version__,
-           "device": "cpu", "ndf": cfg.ndf, "ngf": cfg.ngf, "nz": cfg.nz,
+           "device": args.device, "tf32": bool(args.tf32),
+           "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+           "ndf": cfg.ndf, "ngf": cfg.ngf, "nz": cfg.nz,
            "median_s": {k: round(v, 4) for k, v in med.items()},
            "min_total_s": round(min(t["total"] for t in times), 4),
            "totals_s": [round(t["total"], 4) for t in times],
@@ -768,12 +799,17 @@ def main():
     sc.add_argument("--out", default=fx.get_default("out"))
     pa = sub.add_parser("params", help="parameter counts at the default widths")
     pa.add_argument("--json-only", action="store_true")
-    be = sub.add_parser("bench", help="CPU seconds per iteration at the default widths")
+    be = sub.add_parser("bench", help="seconds per iteration at the default widths (CPU or GPU; "
+                        "on a GPU the phases wait for the device at each boundary, the total "
+                        "does not)")
     be.add_argument("--threads", type=int, default=2)
     be.add_argument("--batch", type=int, default=100)
     be.add_argument("--experiment", default="exp1", choices=EXPERIMENTS)
     be.add_argument("--iters", type=int, default=10)
     be.add_argument("--warmup", type=int, default=2)
+    be.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    be.add_argument("--tf32", action="store_true",
+                    help="let cuDNN/cuBLAS use TF32 (PyTorch's conv default; off here: FP32)")
     args = ap.parse_args()
     {"fixtures": cmd_fixtures, "selfcheck": cmd_selfcheck, "params": cmd_params,
      "bench": cmd_bench}[args.cmd](args)

@@ -104,6 +104,14 @@ if [[ "${GPU_CHECK_BENCHES:-1}" != 0 ]]; then
         run "bench-torch-ops" "$bench_timeout" python3 "$bundle/reference/bench_ops.py" \
             --device cuda --out "$bench_out/torch_ops-cuda.json" || true
     fi
+    # The PyTorch reference iteration on the same GPU (eager, FP32; phases and total).
+    if [[ -f "$bundle/reference/gta_torch.py" ]] && python3 -c 'import torch' 2>/dev/null; then
+        for e in exp1 exp3; do
+            run "bench-torch-iteration-$e" "$bench_timeout" python3 "$bundle/reference/gta_torch.py" \
+                bench --device cuda --experiment "$e" --batch 100 --iters 20 --warmup 3 \
+                --threads 4 || true
+        done
+    fi
     if [[ -x "$bundle/benches/kernels" ]]; then
         GTADAPT_BENCH_DEVICE=cuda run "bench-kernels" "$bench_timeout" \
             "$bundle/benches/kernels" --bench || true

@@ -102,14 +102,19 @@ pub struct Batch<T = Tensor> {
 }
 
 impl Batch {
-    /// The batch in `backend`'s memory.
+    /// A copy of the batch in `backend`'s memory.
     pub fn upload<B: Backend>(&self, backend: &B) -> Result<Batch<B::Tensor>> {
+        self.clone().into_backend(backend)
+    }
+
+    /// The batch moved to `backend`'s memory (no copy on the CPU).
+    pub fn into_backend<B: Backend>(self, backend: &B) -> Result<Batch<B::Tensor>> {
         Ok(Batch {
-            x_s: backend.upload(&self.x_s)?,
-            x_s_unit: backend.upload(&self.x_s_unit)?,
-            y_s: self.y_s.clone(),
-            x_t: backend.upload(&self.x_t)?,
-            x_t_unit: backend.upload(&self.x_t_unit)?,
+            x_s: backend.upload_owned(self.x_s)?,
+            x_s_unit: backend.upload_owned(self.x_s_unit)?,
+            y_s: self.y_s,
+            x_t: backend.upload_owned(self.x_t)?,
+            x_t_unit: backend.upload_owned(self.x_t_unit)?,
         })
     }
 }

@@ -652,7 +652,7 @@ fn run_with<B: Backend>(
                         x_t,
                         x_t_unit,
                     }
-                    .upload(&backend)?
+                    .into_backend(&backend)?
                 }
                 (None, None) => unreachable!("one batch source is always set"),
             };

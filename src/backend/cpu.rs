@@ -41,18 +41,13 @@ pub enum CpuBnSaved {
     },
 }
 
-/// The gradient tensors of a layer, shaped like the inputs they belong to.
-fn layer_grads(g: LayerGrads<f32>, like: [Option<&Tensor>; 3]) -> Result<Grads3<Tensor>> {
-    let wrap = |d: Option<Vec<f32>>, t: Option<&Tensor>| -> Result<Option<Tensor>> {
-        match (d, t) {
-            (Some(d), Some(t)) => Ok(Some(Tensor::new(t.shape().clone(), d)?)),
-            _ => Ok(None),
-        }
-    };
+/// The gradient tensors of a layer (x, weight, bias), shaped like the inputs they belong to.
+fn layer_grads(g: LayerGrads<f32>, shapes: [&Shape; 3]) -> Result<Grads3<Tensor>> {
+    let wrap = |d: Option<Vec<f32>>, s: &Shape| d.map(|d| Tensor::new(s.clone(), d)).transpose();
     Ok([
-        wrap(g.dx, like[0])?,
-        wrap(g.dw, like[1])?,
-        wrap(g.db, like[2])?,
+        wrap(g.dx, shapes[0])?,
+        wrap(g.dw, shapes[1])?,
+        wrap(g.db, shapes[2])?,
     ])
 }
 
@@ -112,6 +107,9 @@ impl Backend for Cpu {
 
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
+    }
+    fn upload_owned(&self, t: Tensor) -> Result<Tensor> {
+        Ok(t)
     }
     fn download(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
@@ -255,10 +253,9 @@ impl Backend for Cpu {
             p,
             [need[0], need[1], has_bias && need[2]],
         )?;
-        let b_like = has_bias
-            .then(|| Tensor::zeros([gy.dims()[1]]))
-            .transpose()?;
-        layer_grads(g, [Some(x), Some(w), b_like.as_ref()])
+        // db is None without a bias, so its shape is only used with one.
+        let b = Shape::new(&[gy.dims()[1]]);
+        layer_grads(g, [x.shape(), w.shape(), &b])
     }
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         const OP: &str = "linear";
@@ -285,8 +282,7 @@ impl Backend for Cpu {
             gy.data(),
             need,
         )?;
-        let b_like = has_bias.then(|| Tensor::zeros([w_dims[0]])).transpose()?;
-        layer_grads(g, [Some(x), Some(w), b_like.as_ref()])
+        layer_grads(g, [x.shape(), w.shape(), &Shape::new(&[w_dims[0]])])
     }
     fn max_pool(&self, x: &Tensor, kernel: usize) -> Result<(Tensor, Vec<u32>)> {
         let (y, y_dims, argmax) = max_pool2d_forward(x.data(), x.dims4("max_pool2d")?, kernel)?;
@@ -374,7 +370,7 @@ impl Backend for Cpu {
                 need,
             )?,
         };
-        layer_grads(g, [Some(x), Some(weight), Some(weight)])
+        layer_grads(g, [x.shape(), weight.shape(), weight.shape()])
     }
 
     fn cross_entropy(&self, logits: &Tensor, labels: &Vec<u32>) -> Result<Tensor> {

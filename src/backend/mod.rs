@@ -92,6 +92,10 @@ pub trait Backend: Clone + 'static {
 
     // ---- transfers ----
     fn upload(&self, t: &Tensor) -> Result<Self::Tensor>;
+    /// [`Backend::upload`] of a tensor the caller gives up (the CPU keeps it, no copy).
+    fn upload_owned(&self, t: Tensor) -> Result<Self::Tensor> {
+        self.upload(&t)
+    }
     fn download(&self, t: &Self::Tensor) -> Result<Tensor>;
     fn upload_labels(&self, labels: &[u32]) -> Result<Self::Labels>;
     /// A persistent copy (parameters): survives [`Backend::begin_iteration`].

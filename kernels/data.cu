@@ -9,6 +9,10 @@
 // 28 -> 32), mode 2 vertical first (Pillow's order for strong vertical shrinking); each pass
 // rounds to u8 exactly as Pillow does, so a thread recomputes the few intermediate u8 pixels
 // it needs. Mode 0 (h, w = oh, ow: SVHN's 32×32) copies.
+// Under a schedule (step non-null) the rows are indices[*step·b ..]: the batch position is read
+// from device memory, so a replayed CUDA graph gathers the current iteration's batch. With
+// `labels` set the batch's labels are gathered too (u8 → u32; an out-of-range row gives
+// 0xFFFFFFFF, which the loss kernels turn into NaN).
 // Launch: 1-D, one thread per output value b·3·oh·ow (grid-stride loop, any grid).
 #include "common.cuh"
 
@@ -35,6 +39,12 @@ __device__ __forceinline__ unsigned gta_resample(const unsigned char* src, unsig
 GTA_KERNEL(gather_batch, GatherParams) {
     const unsigned long long plane = (unsigned long long)p.oh * p.ow;
     const unsigned long long total = (unsigned long long)p.b * 3 * plane;
+    const bool past_end = p.step && *p.step >= p.steps;
+    const unsigned* indices = p.indices + (p.step && !past_end ? (unsigned long long)(*p.step) * p.b : 0ull);
+    if (p.labels) {
+        for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < p.b; j += gridDim.x * blockDim.x)
+            p.labels_out[j] = indices[j] < p.n_images && !past_end ? (unsigned)p.labels[indices[j]] : 0xFFFFFFFFu;
+    }
     for (unsigned long long i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (unsigned long long)gridDim.x * blockDim.x) {
         const unsigned xx = (unsigned)(i % p.ow);
@@ -42,13 +52,13 @@ GTA_KERNEL(gather_batch, GatherParams) {
         const unsigned ch = (unsigned)(i / plane % 3);
         const unsigned long long bi = i / plane / 3;
         const unsigned long long in_plane = (unsigned long long)p.h * p.w;
-        if (p.indices[bi] >= p.n_images) {
+        if (past_end || indices[bi] >= p.n_images) {
             p.out[i] = GTA_NAN_F;
             if (p.out_d) p.out_d[i] = GTA_NAN_F;
             continue;
         }
         const unsigned char* src =
-            p.images + (unsigned long long)p.indices[bi] * p.c * in_plane +
+            p.images + (unsigned long long)indices[bi] * p.c * in_plane +
             (p.c == 1 ? 0ull : ch * in_plane);
         unsigned px;
         if (p.mode == 0) {

@@ -1,5 +1,5 @@
 // Elementwise f32 kernels over n values:
-//   fill   y[i] = value
+//   fill   y[i] = value             (fill_u32: the same for u32 labels)
 //   copy   y[i] = x[i]
 //   scale  y[i] = a·x[i]               (x and y may be the same buffer)
 //   axpy   y[i] = y[i] + a·x[i]        (product rounded, then the sum: never an FMA, so the
@@ -11,6 +11,10 @@
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += gridDim.x * blockDim.x)
 
 GTA_KERNEL(fill_f32, FillParams) {
+    GTA_FOR_EACH(i, p.n) p.y[i] = p.value;
+}
+
+GTA_KERNEL(fill_u32, FillU32Params) {
     GTA_FOR_EACH(i, p.n) p.y[i] = p.value;
 }
 

@@ -73,6 +73,14 @@ struct FillParams {
 };
 static_assert(sizeof(FillParams) == 16, "FillParams size");
 
+// fill_u32: y[i] = value (labels of a constant class).
+struct FillU32Params {
+    unsigned* y;
+    unsigned value;
+    unsigned n;
+};
+static_assert(sizeof(FillU32Params) == 16, "FillU32Params size");
+
 struct CopyParams {
     const float* x;
     float* y;
@@ -110,6 +118,15 @@ struct LayoutPartParams {
     unsigned offset;
 };
 static_assert(sizeof(LayoutPartParams) == 32, "LayoutPartParams size");
+
+// y [n][classes]: y[i][c] = (labels[i] == c); a label >= classes gives a NaN row.
+struct OneHotParams {
+    const unsigned* labels;
+    float* y;
+    unsigned n;
+    unsigned classes;
+};
+static_assert(sizeof(OneHotParams) == 24, "OneHotParams size");
 
 // ---- kernels/reduce.cu (src/gpu/kernels/loss.rs) ----
 // out[0] = (Σ x[i], i < n, in a fixed tree order) / divisor. One block of GTA_REDUCE_THREADS.
@@ -182,17 +199,56 @@ struct AdamParams {
 };
 static_assert(sizeof(AdamParams) == 72, "AdamParams size");
 
+// Adam over several parameter tensors in one launch (one network): blockIdx.y = segment.
+struct AdamSegment {
+    float* param;
+    const float* grad;
+    float* m;
+    float* v;
+    unsigned long long n;
+};
+static_assert(sizeof(AdamSegment) == 40, "AdamSegment size");
+// The two scalars that change with the step and the learning rate.
+struct AdamStepScalars {
+    float neg_step_size;
+    float bc2_sqrt;
+};
+static_assert(sizeof(AdamStepScalars) == 8, "AdamStepScalars size");
+// With `table` non-null the step scalars are table[*step · slots + slot] (a schedule in device
+// memory, so a replayed CUDA graph reads the current iteration's); else the two fields here.
+struct AdamMultiParams {
+    const AdamSegment* segments;
+    const AdamStepScalars* table;
+    const unsigned* step;
+    float w;
+    float w_minus_1;
+    float beta2;
+    float one_minus_beta2;
+    float eps;
+    float neg_step_size;
+    float bc2_sqrt;
+    unsigned small;
+    unsigned slots;
+    unsigned slot;
+    unsigned n_segments;
+    unsigned steps; // rows of `table`; a step beyond makes the update NaN (caught by the run)
+};
+static_assert(sizeof(AdamMultiParams) == 72, "AdamMultiParams size");
+
 // ---- kernels/rng.cu (src/gpu/kernels/rng.rs) ----
-// out[i] = the standard normal number at position offset + i of (seed, stream), i < n.
+// out[i] = the standard normal number at position offset + i of (seed, stream), i < n; with
+// `offsets` non-null the position is offset + offsets[*step] + i (a schedule in device memory).
 struct NormalParams {
     float* out;
     unsigned long long seed;
     unsigned long long stream;
     unsigned long long offset;
+    const unsigned long long* offsets;
+    const unsigned* step;
     unsigned n;
-    unsigned pad;
+    unsigned steps; // entries of `offsets`; a step beyond gives NaN
 };
-static_assert(sizeof(NormalParams) == 40, "NormalParams size");
+static_assert(sizeof(NormalParams) == 56, "NormalParams size");
 
 // ---- kernels/data.cu (src/gpu/kernels/data.rs) ----
 // Batch gather: images u8 [N][c][h][w] (c = 1 or 3), indices[b] -> out f32 [b][3][oh][ow]
@@ -209,6 +265,9 @@ struct GatherParams {
     const int* h_k;
     const int* v_bounds;
     const int* v_k;
+    const unsigned* step;          // non-null: the rows are indices[*step · b ..] (a schedule)
+    const unsigned char* labels;   // non-null: labels_out[j] = labels[row j] (u8 dataset labels)
+    unsigned* labels_out;
     unsigned b;
     unsigned c;
     unsigned h;
@@ -219,8 +278,19 @@ struct GatherParams {
     unsigned v_ksize;
     unsigned mode;
     unsigned n_images; // an index >= n_images gives NaN values, never an out-of-bounds read
+    unsigned steps;    // under a schedule: rows for this many steps; a step beyond gives NaN
+    unsigned pad;
 };
-static_assert(sizeof(GatherParams) == 104, "GatherParams size");
+static_assert(sizeof(GatherParams) == 136, "GatherParams size");
+
+// ---- kernels/schedule.cu (src/gpu/kernels/schedule.rs) ----
+// The device cursor of a schedule: *step += 1 (the last launch of a scheduled iteration).
+struct ScheduleAdvanceParams {
+    unsigned* step;
+    unsigned by;
+    unsigned pad;
+};
+static_assert(sizeof(ScheduleAdvanceParams) == 16, "ScheduleAdvanceParams size");
 
 // ---- kernels/conv.cu (src/gpu/kernels/conv.rs) ----
 // One geometry for every GEMM pass: im [n][c_im][ih][iw], col [n][c_col][oh][ow], weight

@@ -10,6 +10,7 @@
 // correctly rounded (errors of 1–2 ulp in f64, far below the f32 rounding that follows, but a
 // value that lands on an f32 rounding boundary could differ): bit-identity on the device is
 // checked by scripts/gpu-check.sh.
+// With `offsets` set, the offset is offset + offsets[*step] (a schedule in device memory).
 // Launch: 1-D, one thread per output value (grid-stride loop, any grid).
 #include "common.cuh"
 
@@ -37,8 +38,11 @@ __device__ __forceinline__ double gta_open_unit(unsigned x) {
 }
 
 GTA_KERNEL(normal_f32, NormalParams) {
+    // Under a schedule the iteration's offset is read from device memory (graph replays).
+    const bool past_end = p.offsets && *p.step >= p.steps;
+    const unsigned long long base = p.offset + (p.offsets && !past_end ? p.offsets[*p.step] : 0ull);
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) {
-        const unsigned long long q = p.offset + i; // wraps like the reference
+        const unsigned long long q = base + i; // wraps like the reference
         const unsigned long long b = q / 4;
         const unsigned lane = (unsigned)(q % 4);
         unsigned c[4] = {(unsigned)b, (unsigned)(b >> 32), (unsigned)p.stream,
@@ -47,6 +51,6 @@ GTA_KERNEL(normal_f32, NormalParams) {
         const unsigned pair = lane / 2;
         const double r = sqrt(-2.0 * log(gta_open_unit(c[2 * pair])));
         const double theta = 6.283185307179586 * gta_open_unit(c[2 * pair + 1]);
-        p.out[i] = (float)(lane % 2 == 0 ? r * cos(theta) : r * sin(theta));
+        p.out[i] = past_end ? GTA_NAN_F : (float)(lane % 2 == 0 ? r * cos(theta) : r * sin(theta));
     }
 }

@@ -964,7 +964,16 @@ impl<M: BenchTarget> Harness<'_, M> {
             let out_len = b * 3 * 32 * 32;
             let mut out = e.alloc_zeroed::<f32>(out_len)?;
             let mut out_d = e.alloc_zeroed::<f32>(out_len)?;
-            let mut run = |_| data::gather(e, &images, &idx, &mut out, Some(&mut out_d));
+            let mut run = |_| {
+                data::gather(
+                    e,
+                    &images,
+                    data::Rows::Now(&idx),
+                    &mut out,
+                    Some(&mut out_d),
+                    None,
+                )
+            };
             self.measure(
                 "gather",
                 name,

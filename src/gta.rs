@@ -27,7 +27,7 @@ use crate::models::{
 };
 use crate::nn::init::Init;
 use crate::nn::Network;
-use crate::ops::adam::{AdamConfig, AdamState};
+use crate::ops::adam::{AdamConfig, AdamScalars, AdamState};
 use crate::ops::loss::BceTarget;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -90,29 +90,38 @@ impl Default for Hyper {
 }
 
 /// One training batch: what F sees (normalized source and target images [B,3,32,32]), what
-/// D sees of the same real images (pixels in [−1, 1]), and the source labels. The images are
-/// host tensors by default, or any backend's.
+/// D sees of the same real images (pixels in [−1, 1]), and the source labels. Host tensors and
+/// labels by default, or any backend's.
 #[derive(Clone, Debug)]
-pub struct Batch<T = Tensor> {
+pub struct Batch<T = Tensor, L = Vec<u32>> {
     pub x_s: T,
     pub x_s_unit: T,
-    pub y_s: Vec<u32>,
+    pub y_s: L,
     pub x_t: T,
     pub x_t_unit: T,
 }
 
+/// A batch in backend `B`'s memory.
+pub type BackendBatch<B> = Batch<<B as Backend>::Tensor, <B as Backend>::Labels>;
+
 impl Batch {
     /// A copy of the batch in `backend`'s memory.
-    pub fn upload<B: Backend>(&self, backend: &B) -> Result<Batch<B::Tensor>> {
+    pub fn upload<B: Backend>(&self, backend: &B) -> Result<BackendBatch<B>> {
         self.clone().into_backend(backend)
     }
 
-    /// The batch moved to `backend`'s memory (no copy on the CPU).
-    pub fn into_backend<B: Backend>(self, backend: &B) -> Result<Batch<B::Tensor>> {
+    /// The batch moved to `backend`'s memory (no copy on the CPU). Labels must be classes.
+    pub fn into_backend<B: Backend>(self, backend: &B) -> Result<BackendBatch<B>> {
+        if let Some(&bad) = self.y_s.iter().find(|&&l| l as usize >= CLASSES) {
+            return Err(Error::invalid(
+                "gta step",
+                format!("label {bad} ≥ {CLASSES}"),
+            ));
+        }
         Ok(Batch {
             x_s: backend.upload_owned(self.x_s)?,
             x_s_unit: backend.upload_owned(self.x_s_unit)?,
-            y_s: self.y_s,
+            y_s: backend.upload_labels(&self.y_s)?,
             x_t: backend.upload_owned(self.x_t)?,
             x_t_unit: backend.upload_owned(self.x_t_unit)?,
         })
@@ -210,19 +219,6 @@ fn adam_for(net: &Network) -> Vec<AdamState> {
         .iter()
         .map(|p| AdamState::new(p.value.numel()))
         .collect()
-}
-
-/// One-hot rows [N, 11] for `labels` (10 = "target").
-fn one_hot(labels: impl Iterator<Item = u32>) -> Result<Tensor> {
-    let mut v = Vec::new();
-    let mut n = 0;
-    for l in labels {
-        let mut row = [0.0f32; CLASSES + 1];
-        row[l as usize] = 1.0;
-        v.extend_from_slice(&row);
-        n += 1;
-    }
-    Tensor::new([n, CLASSES + 1], v)
 }
 
 /// D's view of a dataset-normalized batch: the pixels rescaled to [−1, 1].
@@ -350,9 +346,78 @@ impl<B: Backend> Trainer<B> {
         v
     }
 
+    /// The host-side counters a training iteration advances: the iteration count and every
+    /// batch norm's `num_batches_tracked`. An iteration replayed from a captured graph runs no
+    /// host code, so the caller adds what the captured iteration added
+    /// ([`Trainer::add_host_counters`]).
+    pub fn host_counters(&self) -> Vec<i64> {
+        let mut v = vec![self.iteration as i64];
+        for net in self.networks() {
+            v.extend(net.batch_norms.iter().map(|b| b.num_batches_tracked));
+        }
+        v
+    }
+
+    /// Adds `delta` (a difference of two [`Trainer::host_counters`]) to the host counters.
+    pub fn add_host_counters(&mut self, delta: &[i64]) -> Result<()> {
+        let (first, rest) = delta
+            .split_first()
+            .ok_or_else(|| Error::invalid("host counters", "empty"))?;
+        let mut counters: Vec<&mut i64> = Vec::new();
+        for net in self.networks_mut() {
+            counters.extend(
+                net.batch_norms
+                    .iter_mut()
+                    .map(|b| &mut b.num_batches_tracked),
+            );
+        }
+        if counters.len() != rest.len() || *first < 0 {
+            return Err(Error::invalid(
+                "host counters",
+                format!("{} values for {} counters", delta.len(), counters.len() + 1),
+            ));
+        }
+        for (c, d) in counters.into_iter().zip(rest) {
+            *c += d;
+        }
+        self.iteration += *first as u64;
+        Ok(())
+    }
+
     /// The decayed learning rate of D, F and C for the next iteration (G keeps lr0).
     pub fn lr_decayed(&self) -> f64 {
-        self.hyper.lr / (1.0 + self.hyper.lrd * self.iteration as f64)
+        self.lr_at(self.iteration)
+    }
+
+    fn lr_at(&self, iteration: u64) -> f64 {
+        self.hyper.lr / (1.0 + self.hyper.lrd * iteration as f64)
+    }
+
+    /// The learning rate of network `index` (in [`Trainer::networks`] order) at `iteration`:
+    /// G keeps lr0, the others decay.
+    fn network_lr(&self, index: usize, iteration: u64) -> f64 {
+        let is_g = index == 2 && !matches!(self.adversary, Adversary::None);
+        if is_g {
+            self.hyper.lr
+        } else {
+            self.lr_at(iteration)
+        }
+    }
+
+    /// Adam's scalars of `steps` iterations from iteration `first` on, one row per
+    /// iteration, one column per network (the Adam table of a [`crate::backend::Schedule`]).
+    /// Assumes each Adam state takes one step per iteration (as training does; a GPU backend
+    /// checks every update against the table).
+    pub fn adam_schedule(&self, first: u64, steps: usize) -> Vec<Vec<AdamScalars<f32>>> {
+        let nets = self.networks().len();
+        (0..steps as u64)
+            .map(|k| {
+                let it = first + k;
+                (0..nets)
+                    .map(|i| AdamScalars::new(it + 1, &self.adam_config(self.network_lr(i, it))))
+                    .collect()
+            })
+            .collect()
     }
 
     fn adam_config(&self, lr: f64) -> AdamConfig {
@@ -383,8 +448,9 @@ impl<B: Backend> Trainer<B> {
         Ok(())
     }
 
-    /// Applies `grads` to network `index` (in [`Trainer::networks`] order) with `lr`.
-    fn update(&mut self, index: usize, grads: &[B::Tensor], lr: f64) -> Result<()> {
+    /// Applies `grads` to network `index` (in [`Trainer::networks`] order) with its learning
+    /// rate of this iteration.
+    fn update(&mut self, index: usize, grads: &[B::Tensor]) -> Result<()> {
         if self.record_grads {
             let host = grads
                 .iter()
@@ -392,17 +458,17 @@ impl<B: Backend> Trainer<B> {
                 .collect::<Result<_>>()?;
             self.recorded_grads.push((index, host));
         }
-        let cfg = self.adam_config(lr);
+        let cfg = self.adam_config(self.network_lr(index, self.iteration));
         let mut adam = std::mem::take(&mut self.adam[index]);
         let backend = self.backend.clone();
         let result = {
             let mut nets = self.networks_mut();
-            let net = &mut nets[index];
-            net.params
+            let mut params: Vec<&mut B::Tensor> = nets[index]
+                .params
                 .iter_mut()
-                .zip(grads)
-                .zip(adam.iter_mut())
-                .try_for_each(|((p, g), s)| backend.adam_step(&mut p.value, g, s, &cfg))
+                .map(|p| &mut p.value)
+                .collect();
+            backend.adam_update(&mut params, grads, &mut adam, &cfg, index)
         };
         self.adam[index] = adam;
         result
@@ -431,10 +497,10 @@ impl<B: Backend> Trainer<B> {
     /// when it logs. `noise` is ignored by source-only.
     pub fn step_deferred(
         &mut self,
-        batch: &Batch<B::Tensor>,
+        batch: &BackendBatch<B>,
         noise: &Noise<B::Tensor>,
     ) -> Result<B::Tensor> {
-        let n = batch.y_s.len();
+        let n = self.backend.labels_len(&batch.y_s);
         if batch.x_s.dims() != [n, 3, 32, 32] || batch.x_t.dims().first() != Some(&n) {
             return Err(Error::shape(
                 "gta step",
@@ -446,12 +512,6 @@ impl<B: Backend> Trainer<B> {
                 ),
             ));
         }
-        if let Some(&bad) = batch.y_s.iter().find(|&&l| l as usize >= CLASSES) {
-            return Err(Error::invalid(
-                "gta step",
-                format!("label {bad} ≥ {CLASSES}"),
-            ));
-        }
         let losses = match self.experiment {
             Experiment::SourceOnly => self.step_source_only(batch)?,
             _ => self.step_adversarial(batch, noise)?,
@@ -460,7 +520,7 @@ impl<B: Backend> Trainer<B> {
         Ok(losses)
     }
 
-    fn step_source_only(&mut self, batch: &Batch<B::Tensor>) -> Result<B::Tensor> {
+    fn step_source_only(&mut self, batch: &BackendBatch<B>) -> Result<B::Tensor> {
         self.phase(None)?;
         let mut tape = Tape::on(self.backend.clone());
         let fv = self.f.net.bind(&mut tape)?;
@@ -468,16 +528,15 @@ impl<B: Backend> Trainer<B> {
         let x = tape.input(batch.x_s.clone());
         let e = self.f.forward(&mut tape, &fv, x, true)?;
         let logits = self.c.forward(&mut tape, &cv, e, true)?;
-        let loss = tape.cross_entropy(logits, &batch.y_s)?;
+        let loss = tape.cross_entropy_with(logits, &batch.y_s)?;
         self.phase(Some("forward"))?;
         let gf = tape.backward(loss, &fv)?;
         self.phase(Some("F"))?;
         let gc = tape.backward(loss, &cv)?;
         self.phase(Some("C"))?;
-        let lr = self.lr_decayed();
-        self.update(1, &gc, lr)?;
+        self.update(1, &gc)?;
         self.phase(Some("C"))?;
-        self.update(0, &gf, lr)?;
+        self.update(0, &gf)?;
         self.phase(Some("F"))?;
         let l = tape.value(loss);
         let zero = self.backend.full(l.shape(), 0.0)?;
@@ -486,28 +545,25 @@ impl<B: Backend> Trainer<B> {
 
     fn step_adversarial(
         &mut self,
-        batch: &Batch<B::Tensor>,
+        batch: &BackendBatch<B>,
         noise: &Noise<B::Tensor>,
     ) -> Result<B::Tensor> {
         self.phase(None)?;
-        let n = batch.y_s.len();
+        let n = self.backend.labels_len(&batch.y_s);
         let hp = self.hyper;
-        let lr = self.lr_decayed();
         let mut tape = Tape::on(self.backend.clone());
         let fv = self.f.net.bind(&mut tape)?;
         let cv = self.c.net.bind(&mut tape)?;
         let x_s = tape.input(batch.x_s.clone());
         let x_t = tape.input(batch.x_t.clone());
         let x_s_unit = tape.input(batch.x_s_unit.clone());
-        let oh_s = tape.input(self.backend.upload(&one_hot(batch.y_s.iter().copied())?)?);
-        let oh_t = tape.input(
-            self.backend
-                .upload(&one_hot(std::iter::repeat_n(CLASSES as u32, n))?)?,
-        );
+        // G's class input: the source labels, and class 10 ("target") for the target batch.
+        let oh_s = tape.input(self.backend.one_hot(&batch.y_s, CLASSES + 1)?);
+        let target_class = self.backend.full_labels(n, CLASSES as u32)?;
+        let oh_t = tape.input(self.backend.one_hot(&target_class, CLASSES + 1)?);
         let z_s = tape.input(noise.z_s.clone());
         let z_t = tape.input(noise.z_t.clone());
-        // Labels go to the backend once per iteration, not once per loss.
-        let y = &self.backend.upload_labels(&batch.y_s)?;
+        let y = &batch.y_s;
         let real = || BceTarget::Constant(1.0);
         let fake = || BceTarget::Constant(0.0);
 
@@ -548,7 +604,7 @@ impl<B: Backend> Trainer<B> {
                 ];
                 let loss_d = sum(&mut tape, &terms)?;
                 let gd = tape.backward(loss_d, &dv)?;
-                let dv_new = self.update_and_rebind(&mut tape, 3, &gd, lr)?;
+                let dv_new = self.update_and_rebind(&mut tape, 3, &gd)?;
                 self.phase(Some("D"))?;
                 let d = match &mut self.adversary {
                     Adversary::Gd { d, .. } => d,
@@ -571,7 +627,7 @@ impl<B: Backend> Trainer<B> {
                 let sv = d_src.net.bind(&mut tape)?;
                 let tv = d_tgt.net.bind(&mut tape)?;
                 let x_t_unit = tape.input(batch.x_t_unit.clone());
-                let fake_class = self.backend.upload_labels(&vec![CLASSES as u32; n])?;
+                let fake_class = self.backend.full_labels(n, CLASSES as u32)?;
                 let o_real = d_src.forward(&mut tape, &sv, x_s_unit, true)?;
                 let o_fake = d_src.forward(&mut tape, &sv, g_s, true)?;
                 let t_real = d_tgt.forward(&mut tape, &tv, x_t_unit, true)?;
@@ -587,8 +643,8 @@ impl<B: Backend> Trainer<B> {
                 wrt.extend_from_slice(&tv);
                 let mut grads = tape.backward(loss_d, &wrt)?;
                 let gt = grads.split_off(sv.len());
-                let new_s = self.update_and_rebind(&mut tape, 3, &grads, lr)?;
-                let new_t = self.update_and_rebind(&mut tape, 4, &gt, lr)?;
+                let new_s = self.update_and_rebind(&mut tape, 3, &grads)?;
+                let new_t = self.update_and_rebind(&mut tape, 4, &gt)?;
                 self.phase(Some("D"))?;
                 let (d_src, d_tgt) = match &mut self.adversary {
                     Adversary::Split { d_src, d_tgt, .. } => (d_src, d_tgt),
@@ -621,11 +677,11 @@ impl<B: Backend> Trainer<B> {
         self.phase(Some("C"))?;
         let gf = tape.backward(loss_f, &fv)?;
         self.phase(Some("F"))?;
-        self.update(2, &gg, hp.lr)?;
+        self.update(2, &gg)?;
         self.phase(Some("G"))?;
-        self.update(1, &gc, lr)?;
+        self.update(1, &gc)?;
         self.phase(Some("C"))?;
-        self.update(0, &gf, lr)?;
+        self.update(0, &gf)?;
         self.phase(Some("F"))?;
         let v = |x| tape.value(x);
         losses4(&self.backend, [v(loss_d), v(loss_g), v(loss_c), v(loss_f)])
@@ -637,9 +693,8 @@ impl<B: Backend> Trainer<B> {
         tape: &mut Tape<B>,
         index: usize,
         grads: &[B::Tensor],
-        lr: f64,
     ) -> Result<Vec<Var>> {
-        self.update(index, grads, lr)?;
+        self.update(index, grads)?;
         self.networks()[index].bind(tape)
     }
 

@@ -16,7 +16,7 @@
 //! completed epoch with the same bits an uninterrupted run would have.
 
 use crate::backend::gpu::{Gpu, MemoryStats};
-use crate::backend::{Backend, Cpu};
+use crate::backend::{Backend, Cpu, Schedule};
 use crate::checkpoint::{restore_trainer, trainer_state, StateDict};
 use crate::data::{self, Batcher, Dataset, Split};
 use crate::error::{Error, Result};
@@ -137,6 +137,8 @@ pub struct RunSummary {
     pub device: &'static str,
     /// Device memory use (GPU backends).
     pub memory: Option<MemoryStats>,
+    /// Training iterations run by replaying the captured CUDA graph (GPU backends).
+    pub replayed_iterations: u64,
 }
 
 /// Where a run trains. Runs are device-independent: a checkpoint written on one resumes on
@@ -146,10 +148,30 @@ pub enum Device {
     /// The CPU backend (the reference ops).
     Cpu,
     /// The GPU backend on the SIMT emulator: the CUDA kernels executed on the CPU (slow; for
-    /// checking the GPU path without a GPU), convolutions in the given precision.
-    Emulator(Precision),
-    /// The GPU backend on an NVIDIA GPU, convolutions in the given precision.
-    Cuda(Precision),
+    /// checking the GPU path without a GPU).
+    Emulator(GpuOptions),
+    /// The GPU backend on an NVIDIA GPU.
+    Cuda(GpuOptions),
+}
+
+/// How the GPU backend runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Arithmetic of the convolutions.
+    pub precision: Precision,
+    /// Capture a training iteration once as a CUDA graph and replay it for the others (the
+    /// default; off runs every iteration launch by launch, for debugging — same results).
+    pub graphs: bool,
+}
+
+impl From<Precision> for GpuOptions {
+    /// `precision`, graphs on.
+    fn from(precision: Precision) -> Self {
+        GpuOptions {
+            precision,
+            graphs: true,
+        }
+    }
 }
 
 impl RunSummary {
@@ -452,13 +474,14 @@ pub fn run_on(
     };
     match device {
         Device::Cpu => run_with(Cpu, args, progress),
-        Device::Emulator(p) => run_with(
-            Gpu::with_precision(crate::gpu::Emulator::new(), p),
+        Device::Emulator(o) => run_with(
+            Gpu::with_precision(crate::gpu::Emulator::new(), o.precision).with_graphs(o.graphs),
             args,
             progress,
         ),
-        Device::Cuda(p) => run_with(
-            Gpu::with_precision(crate::gpu::cuda::CudaExecutor::new()?, p),
+        Device::Cuda(o) => run_with(
+            Gpu::with_precision(crate::gpu::cuda::CudaExecutor::new()?, o.precision)
+                .with_graphs(o.graphs),
             args,
             progress,
         ),
@@ -573,8 +596,8 @@ fn run_with<B: Backend>(
     // one (the GPU, dataset normalization), else prepared by the host pipeline and uploaded.
     let resident = match cfg.input_norm {
         InputNorm::Dataset => match (
-            backend.resident_images(&source.train.images)?,
-            backend.resident_images(&target.train.images)?,
+            backend.resident_split(&source.train)?,
+            backend.resident_split(&target.train)?,
         ) {
             (Some(s), Some(t)) => Some((s, t)),
             _ => None,
@@ -585,6 +608,8 @@ fn run_with<B: Backend>(
     // Losses are summed on the backend and read back once per logging interval.
     let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?;
     let log_every = backend.log_every().max(1);
+    // What a replayed iteration adds to the host counters (set when one is captured).
+    let mut replay_counters: Vec<i64> = Vec::new();
 
     if !resume {
         health::remove_stale_temporaries(&dir.root);
@@ -616,54 +641,122 @@ fn run_with<B: Backend>(
             None => Some(src_batches.epoch(e).zip(tgt_batches.epoch(e)).skip(skip)),
         };
         let mut last_log = skip;
-        let (src_rows, tgt_rows) = match resident {
-            Some(_) => (src_batches.batch_indices(e), tgt_batches.batch_indices(e)),
-            None => (Vec::new(), Vec::new()),
+        // With resident images the epoch's batch rows, noise offsets and Adam scalars go to
+        // the backend as a schedule: a GPU then reads them on the device, which lets it replay
+        // one captured iteration for the others.
+        let scheduled = match &resident {
+            Some((src_images, tgt_images)) => {
+                let source_only = cfg.experiment == Experiment::SourceOnly;
+                let rows = |r: Vec<Vec<usize>>| -> Vec<u32> {
+                    r[..per_epoch].iter().flatten().map(|&i| i as u32).collect()
+                };
+                let mut tables = vec![(src_images, rows(src_batches.batch_indices(e)))];
+                if !source_only {
+                    tables.push((tgt_images, rows(tgt_batches.batch_indices(e))));
+                }
+                let first = trainer.iteration - skip as u64;
+                let per = (cfg.batch_size * nz) as u64;
+                backend.load_schedule(&Schedule {
+                    steps: per_epoch,
+                    start: skip,
+                    batch: cfg.batch_size,
+                    rows: tables,
+                    noise: Some((
+                        cfg.seed,
+                        NOISE_STREAM,
+                        (0..per_epoch as u64)
+                            .map(|k| (first + k) * 2 * per)
+                            .collect(),
+                    )),
+                    adam: trainer.adam_schedule(first, per_epoch),
+                })?
+            }
+            None => false,
         };
+        if resident.is_some() && !scheduled {
+            return Err(Error::invalid(
+                "train",
+                "the backend keeps images resident but takes no schedule",
+            ));
+        }
+        let noise_shape = crate::shape::Shape::new(&[cfg.batch_size, nz]);
         for i in skip..per_epoch {
-            backend.begin_iteration()?;
-            let batch = match (&resident, host_batches.as_mut()) {
-                (Some((src_images, tgt_images)), _) => {
-                    let rows = |r: &[usize]| r.iter().map(|&i| i as u32).collect::<Vec<_>>();
-                    let (x_s, x_s_unit) = backend.gather(src_images, &rows(&src_rows[i]))?;
-                    let (x_t, x_t_unit) = backend.gather(tgt_images, &rows(&tgt_rows[i]))?;
-                    let y_s = src_rows[i]
-                        .iter()
-                        .map(|&r| source.train.labels.as_slice()[r] as u32)
-                        .collect();
-                    Batch {
-                        x_s,
-                        x_s_unit,
-                        y_s,
-                        x_t,
-                        x_t_unit,
-                    }
-                }
-                (None, Some(batches)) => {
-                    let (bs, bt) = batches
-                        .next()
-                        .ok_or_else(|| Error::invalid("train", "the batch pipeline ended early"))?;
-                    let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
-                    let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
-                    Batch {
-                        x_s,
-                        x_s_unit,
-                        y_s: bs.labels.clone(),
-                        x_t,
-                        x_t_unit,
-                    }
-                    .into_backend(&backend)?
-                }
-                (None, None) => unreachable!("one batch source is always set"),
-            };
-            let noise = noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?;
-            trainer.capture = i == 0;
             let global = trainer.iteration + 1;
             if let Some(sig) = health::raise_at(global) {
                 crate::signal::raise(sig);
             }
-            let l = trainer.step_deferred(&batch, &noise)?;
-            backend.accumulate(&mut acc, &l)?;
+            // The first iteration of an epoch keeps its generated images (samples): never a
+            // replay. The others replay the captured iteration when there is a valid one.
+            let sample = i == 0;
+            let replayed = !sample && backend.replay()?;
+            if replayed {
+                // The host counters the captured iteration advanced (its host code does not
+                // run again).
+                trainer.add_host_counters(&replay_counters)?;
+            } else {
+                backend.begin_iteration()?;
+                // Capture once the previous iteration was a training one (memory settled).
+                let capturing = !sample && i > skip && backend.capture_begin()?;
+                let counters_before = trainer.host_counters();
+                let batch = match (&resident, host_batches.as_mut()) {
+                    (Some((src_images, tgt_images)), _) => {
+                        let (x_s, x_s_unit, y_s) = backend.scheduled_batch(src_images)?;
+                        let (x_t, x_t_unit) = if cfg.experiment == Experiment::SourceOnly {
+                            (x_s.clone(), x_s_unit.clone())
+                        } else {
+                            let (x, u, _) = backend.scheduled_batch(tgt_images)?;
+                            (x, u)
+                        };
+                        Batch {
+                            x_s,
+                            x_s_unit,
+                            y_s,
+                            x_t,
+                            x_t_unit,
+                        }
+                    }
+                    (None, Some(batches)) => {
+                        let (bs, bt) = batches.next().ok_or_else(|| {
+                            Error::invalid("train", "the batch pipeline ended early")
+                        })?;
+                        let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
+                        let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
+                        Batch {
+                            x_s,
+                            x_s_unit,
+                            y_s: bs.labels.clone(),
+                            x_t,
+                            x_t_unit,
+                        }
+                        .into_backend(&backend)?
+                    }
+                    (None, None) => unreachable!("one batch source is always set"),
+                };
+                let noise = if scheduled {
+                    let per = noise_shape.numel() as u64;
+                    Noise {
+                        z_s: backend.scheduled_normal(0, &noise_shape)?,
+                        z_t: backend.scheduled_normal(per, &noise_shape)?,
+                    }
+                } else {
+                    noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?
+                };
+                trainer.capture = sample;
+                let l = trainer.step_deferred(&batch, &noise)?;
+                backend.accumulate(&mut acc, &l)?;
+                if scheduled {
+                    backend.advance_schedule()?;
+                }
+                if capturing {
+                    backend.capture_end()?;
+                    replay_counters = trainer
+                        .host_counters()
+                        .iter()
+                        .zip(&counters_before)
+                        .map(|(a, b)| a - b)
+                        .collect();
+                }
+            }
             if health::inject_nan(global) {
                 let nan = Tensor::new([4], vec![f32::NAN, 0.0, 0.0, 0.0])?;
                 backend.accumulate(&mut acc, &backend.upload(&nan)?)?;
@@ -788,6 +881,7 @@ fn run_with<B: Backend>(
         out: out.to_path_buf(),
         device: backend.name(),
         memory: backend.memory_stats(),
+        replayed_iterations: backend.replayed_iterations(),
     })
 }
 
@@ -811,7 +905,7 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
     if cfg.input_norm == InputNorm::Dataset {
         for name in [&cfg.source, &cfg.target] {
             let d: Dataset = data::open(name).map_err(data_err)?;
-            backend.resident_images(&d.train.images)?;
+            backend.resident_split(&d.train)?;
         }
     }
     backend.upload_persistent(&Tensor::zeros([4])?)?; // the loss sums

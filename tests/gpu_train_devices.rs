@@ -43,9 +43,9 @@ fn assert_close(a: &EpochMetrics, b: &EpochMetrics, what: &str) {
 }
 
 fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Emulator(Precision::Fp32)];
+    let mut d = vec![Device::Emulator(Precision::Fp32.into())];
     if cuda::executor_for_tests().is_some() {
-        d.push(Device::Cuda(Precision::Fp32));
+        d.push(Device::Cuda(Precision::Fp32.into()));
     }
     d
 }
@@ -89,7 +89,7 @@ fn exp1_and_exp3_train_on_the_gpu_backend_like_on_the_cpu() {
 fn a_gpu_run_resumes_on_the_cpu_and_the_reverse() {
     let a = scratch("cross");
     run(
-        Device::Emulator(Precision::Fp32),
+        Device::Emulator(Precision::Fp32.into()),
         tiny(Experiment::Exp1, 1),
         &a,
     );
@@ -97,7 +97,7 @@ fn a_gpu_run_resumes_on_the_cpu_and_the_reverse() {
         .expect("a checkpoint written on the GPU backend resumes on the CPU");
     assert_eq!(resumed.epochs.len(), 2);
     let again = train::run_on(
-        Device::Emulator(Precision::Fp32),
+        Device::Emulator(Precision::Fp32.into()),
         None,
         &a,
         true,

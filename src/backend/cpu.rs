@@ -73,7 +73,7 @@ impl Backend for Cpu {
         "cpu"
     }
 
-    fn resident_images(&self, _images: &crate::data::Images) -> Result<Option<()>> {
+    fn resident_split(&self, _split: &crate::data::Split) -> Result<Option<()>> {
         Ok(None)
     }
     fn gather(&self, _images: &(), _indices: &[u32]) -> Result<(Tensor, Tensor)> {
@@ -93,6 +93,22 @@ impl Backend for Cpu {
     fn fill(&self, t: &mut Tensor, value: f32) -> Result<()> {
         t.data_mut().fill(value);
         Ok(())
+    }
+    fn labels_len(&self, labels: &Vec<u32>) -> usize {
+        labels.len()
+    }
+    fn full_labels(&self, n: usize, value: u32) -> Result<Vec<u32>> {
+        Ok(vec![value; n])
+    }
+    fn one_hot(&self, labels: &Vec<u32>, classes: usize) -> Result<Tensor> {
+        let mut v = vec![0.0f32; labels.len() * classes];
+        for (row, &l) in v.chunks_mut(classes.max(1)).zip(labels) {
+            let slot = row.get_mut(l as usize).ok_or_else(|| {
+                Error::invalid("one_hot", format!("label {l} ≥ {classes} classes"))
+            })?;
+            *slot = 1.0;
+        }
+        Tensor::new([labels.len(), classes], v)
     }
     fn counter(&self) -> Result<usize> {
         Ok(0)

@@ -8,24 +8,37 @@
 //! make no driver allocation and see the same addresses (what CUDA-graph capture needs).
 //! A tensor remembers the arena generation it was cut from; using one from an earlier
 //! iteration is an error, not a silent read of reused memory.
+//!
+//! Captured iterations: under a [`Schedule`] the per-iteration values (batch rows, labels,
+//! noise offsets, Adam's step scalars) are tables in device memory read at a device cursor, and
+//! the iteration ends by advancing that cursor on the device. With the arena settled, one
+//! iteration is captured ([`Backend::capture_begin`]: a CUDA graph, or the emulator's record of
+//! the same launches) and then replayed for the following ones ([`Backend::replay`]): one graph
+//! launch per iteration, no host work. While capturing, every host transfer, allocation and
+//! synchronization is refused (it would not be part of the graph). A replay checks that the
+//! memory the graph addresses has not moved (arena chunk, schedule tables); if it has, the
+//! caller runs the iteration normally and captures again.
 
-use super::{Backend, Grads3, TensorValue};
+use super::{Backend, Grads3, Schedule, TensorValue};
 use crate::error::{Error, Result};
+use crate::gpu::kernels::adam::{AdamSegment, AdamStepScalars, StepScalars};
 use crate::gpu::kernels::conv::Precision;
-use crate::gpu::kernels::data::{gather as gather_k, DeviceImages};
+use crate::gpu::kernels::data::{gather as gather_k, DeviceImages, Rows};
 use crate::gpu::kernels::{
     activation as act_k, adam as adam_k, batchnorm as bn_k, conv as conv_k, elementwise,
     layout as layout_k, linear as linear_k, loss as loss_k, pool as pool_k, rng as rng_k,
+    schedule as schedule_k,
 };
 use crate::gpu::{Buffer, DeviceRepr, Memory};
 use crate::ops::activation::Activation;
-use crate::ops::adam::{AdamConfig, AdamState};
+use crate::ops::adam::{AdamConfig, AdamScalars, AdamState};
 use crate::ops::batchnorm::{BatchNormParams, RunningStats};
 use crate::ops::conv::Conv2dParams;
 use crate::ops::loss::BceTarget;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -48,6 +61,9 @@ struct Arena<M: Memory> {
     driver_allocations: u64,
     /// The most bytes one iteration needed.
     peak: usize,
+    /// Set by a reset when the iteration before fit the chunk and the chunk stayed: this
+    /// iteration allocates exactly as the one before (what a capture needs).
+    settled: bool,
 }
 
 /// Memory statistics of a GPU backend.
@@ -61,12 +77,65 @@ pub struct MemoryStats {
     pub arena_driver_allocations: u64,
 }
 
+/// A schedule's tables in device memory and its cursor (see [`Schedule`]).
+struct DeviceSchedule<M: Memory> {
+    /// The device cursor: the current entry.
+    step: M::Buf<u32>,
+    /// Its value as the host last set or advanced it (checks and Adam verification).
+    host_step: usize,
+    steps: usize,
+    batch: usize,
+    /// (images id, rows table) per resident split.
+    rows: Vec<(u64, M::Buf<u32>)>,
+    /// seed, stream, offsets table.
+    noise: Option<(u64, u64, M::Buf<u64>)>,
+    /// Adam step scalars [steps][slots], and the host copy they are checked against.
+    adam: M::Buf<AdamStepScalars>,
+    adam_host: Vec<Vec<AdamStepScalars>>,
+    slots: usize,
+}
+
+/// What a capture in progress has seen.
+#[derive(Default)]
+struct Capturing {
+    /// Cursor advances recorded.
+    advances: usize,
+    /// Adam step counters the captured iteration increments (a replay increments them too).
+    adam_steps: Vec<Rc<Cell<u64>>>,
+}
+
+/// A captured iteration and what it assumes.
+struct Captured<M: Memory> {
+    graph: M::Graph,
+    /// The arena chunk's address and the tables' layout version at capture.
+    chunk: u64,
+    layout: u64,
+    /// Arena bytes the iteration uses.
+    arena_bytes: usize,
+    advances: usize,
+    adam_steps: Vec<Rc<Cell<u64>>>,
+}
+
+/// An Adam segment table: its host copy and its device copy.
+type SegmentTable<M> = (Vec<AdamSegment>, <M as Memory>::Buf<AdamSegment>);
+
 struct Inner<M: Memory> {
     exec: M,
     /// Arithmetic of the convolutions (FP32 FMAs or TF32 tensor cores).
     precision: Precision,
     arena: RefCell<Arena<M>>,
     persistent_bytes: RefCell<usize>,
+    schedule: RefCell<Option<DeviceSchedule<M>>>,
+    /// Bumped whenever a table a graph may address is reallocated.
+    layout: Cell<u64>,
+    capturing: RefCell<Option<Capturing>>,
+    graph: RefCell<Option<Captured<M>>>,
+    /// Per Adam slot: the segment table in device memory and its host copy.
+    adam_segments: RefCell<HashMap<usize, SegmentTable<M>>>,
+    /// Iterations replayed from a graph (statistics).
+    replays: Cell<u64>,
+    /// Whether iterations may be captured.
+    graphs: Cell<bool>,
 }
 
 /// The GPU backend over executor `M` (cheap to clone: clones share the executor and arena).
@@ -155,12 +224,13 @@ impl<M: Memory> std::fmt::Debug for GpuRunningStats<M> {
 pub struct GpuAdamState<M: Memory> {
     m: M::Buf<f32>,
     v: M::Buf<f32>,
-    step: u64,
+    /// Shared with a captured graph's record, which advances it on every replay.
+    step: Rc<Cell<u64>>,
 }
 
 impl<M: Memory> std::fmt::Debug for GpuAdamState<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuAdamState[{}] step {}", self.m.len(), self.step)
+        write!(f, "GpuAdamState[{}] step {}", self.m.len(), self.step.get())
     }
 }
 
@@ -198,10 +268,45 @@ impl<M: Memory> Gpu<M> {
                     generation: 1,
                     driver_allocations: 0,
                     peak: 0,
+                    settled: false,
                 }),
                 persistent_bytes: RefCell::new(0),
+                schedule: RefCell::new(None),
+                layout: Cell::new(0),
+                capturing: RefCell::new(None),
+                graph: RefCell::new(None),
+                adam_segments: RefCell::new(HashMap::new()),
+                replays: Cell::new(0),
+                graphs: Cell::new(true),
             }),
         }
+    }
+
+    /// With `on` false, iterations are never captured (every one runs launch by launch: for
+    /// debugging; the results are the same).
+    pub fn with_graphs(self, on: bool) -> Self {
+        self.inner.graphs.set(on);
+        self
+    }
+
+    /// Whether an iteration is being captured.
+    fn is_capturing(&self) -> bool {
+        self.inner.capturing.borrow().is_some()
+    }
+
+    /// Refuses `what` (a host transfer, allocation or synchronization) during a capture: it
+    /// would happen once, now, instead of on every replay.
+    fn not_capturing(&self, what: &str) -> Result<()> {
+        if self.is_capturing() {
+            return Err(Error::invalid(
+                "graph capture",
+                format!(
+                    "{what} inside a captured iteration (only device work can be captured; \
+                     run with graphs off to debug: --no-graph)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The executor the kernels run on.
@@ -234,6 +339,15 @@ impl<M: Memory> Gpu<M> {
         }
         // Does not fit (first iteration, or a larger one): a buffer of its own; the next
         // reset grows the chunk to cover the whole iteration.
+        if self.is_capturing() {
+            return Err(Error::invalid(
+                "graph capture",
+                format!(
+                    "the iteration needs more than the arena's {} bytes while capturing",
+                    a.chunk.as_ref().map_or(0, |c| c.len())
+                ),
+            ));
+        }
         a.overflow += bytes;
         a.driver_allocations += 1;
         Ok((exec.alloc_zeroed(len)?, generation))
@@ -281,8 +395,76 @@ impl<M: Memory> Gpu<M> {
     }
 
     fn persistent(&self, data: &[f32]) -> Result<M::Buf<f32>> {
-        *self.inner.persistent_bytes.borrow_mut() += data.len() * 4;
+        self.upload_table(data)
+    }
+
+    /// A persistent copy of `data` (counted in the persistent bytes).
+    fn upload_table<T: DeviceRepr>(&self, data: &[T]) -> Result<M::Buf<T>> {
+        self.not_capturing("a host → device copy")?;
+        *self.inner.persistent_bytes.borrow_mut() += std::mem::size_of_val(data);
         Ok(self.inner.exec.upload(data)?)
+    }
+
+    /// `data` into `table` when the lengths agree (same address), else into a new table
+    /// (and every captured graph becomes stale).
+    fn rewrite_table<T: DeviceRepr>(&self, table: &mut M::Buf<T>, data: &[T]) -> Result<()> {
+        if table.len() == data.len() {
+            table.write(data)?;
+        } else {
+            *table = self.upload_table(data)?;
+            self.inner.layout.set(self.inner.layout.get() + 1);
+        }
+        Ok(())
+    }
+
+    /// The segment table of Adam slot `slot` for these parameters, gradients and states,
+    /// written to the device only when it changed (in steady state the arena hands the
+    /// gradients the same addresses every iteration, so never).
+    fn adam_segments(
+        &self,
+        slot: usize,
+        params: &mut [&mut GpuTensor<M>],
+        grads: &[GpuTensor<M>],
+        states: &mut [GpuAdamState<M>],
+    ) -> Result<usize> {
+        const OP: &str = "adam";
+        let mut segs = Vec::with_capacity(params.len());
+        let mut max_n = 0;
+        for ((p, g), s) in params.iter_mut().zip(grads).zip(states.iter_mut()) {
+            same_shape(OP, &p.shape, &g.shape)?;
+            let gb = self.buf(g)?;
+            let pb = Rc::get_mut(&mut p.buf).ok_or_else(|| {
+                Error::invalid(
+                    OP,
+                    "the parameter is shared (bind makes copies; this is a bug)",
+                )
+            })?;
+            let n = pb.len();
+            if s.m.len() != n || s.v.len() != n {
+                return Err(Error::shape(
+                    OP,
+                    format!("moments of {} for {n} values", s.m.len()),
+                ));
+            }
+            max_n = max_n.max(n);
+            segs.push(AdamSegment {
+                param: pb.device_ptr(),
+                grad: gb.device_ptr(),
+                m: s.m.device_ptr(),
+                v: s.v.device_ptr(),
+                n: n as u64,
+            });
+        }
+        let mut tables = self.inner.adam_segments.borrow_mut();
+        let same = tables.get(&slot).is_some_and(|(host, _)| *host == segs);
+        if !same {
+            self.not_capturing("a changed Adam segment table")?;
+            let dev = self.upload_table(&segs)?;
+            // A graph may hold the old table's address.
+            self.inner.layout.set(self.inner.layout.get() + 1);
+            tables.insert(slot, (segs, dev));
+        }
+        Ok(max_n)
     }
 }
 
@@ -313,6 +495,7 @@ impl<M: Memory + 'static> Gpu<M> {
         match target {
             BceTarget::Constant(t) => f(loss_k::BceTarget::Constant(*t)),
             BceTarget::PerElement(v) => {
+                self.not_capturing("a host → device copy of BCE targets")?;
                 let (mut buf, _) = self.alloc::<f32>(v.len())?;
                 buf.write(v)?;
                 f(loss_k::BceTarget::PerElement(&buf))
@@ -351,21 +534,43 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         self.inner.exec.name()
     }
 
-    fn resident_images(&self, images: &crate::data::Images) -> Result<Option<DeviceImages<M>>> {
-        *self.inner.persistent_bytes.borrow_mut() += images.pixels().len();
-        Ok(Some(DeviceImages::from_images(&self.inner.exec, images)?))
+    fn resident_split(&self, split: &crate::data::Split) -> Result<Option<DeviceImages<M>>> {
+        self.not_capturing("a dataset upload")?;
+        let labels = split.labels.as_slice();
+        if let Some(&bad) = labels
+            .iter()
+            .find(|&&l| l as usize >= crate::models::CLASSES)
+        {
+            return Err(Error::invalid(
+                "resident split",
+                format!("label {bad} ≥ {}", crate::models::CLASSES),
+            ));
+        }
+        *self.inner.persistent_bytes.borrow_mut() += split.images.pixels().len() + labels.len();
+        let exec = &self.inner.exec;
+        Ok(Some(
+            DeviceImages::from_images(exec, &split.images)?.with_labels(exec, labels)?,
+        ))
     }
     fn gather(
         &self,
         images: &DeviceImages<M>,
         indices: &[u32],
     ) -> Result<(GpuTensor<M>, GpuTensor<M>)> {
+        self.not_capturing("a host → device copy of batch rows")?;
         let (mut idx, _) = self.alloc::<u32>(indices.len())?;
         idx.write(indices)?;
         let shape = Shape::new(&[indices.len(), 3, 32, 32]);
         let (mut unit, _, g) = self.tensor(shape.clone())?;
         let x = self.output(shape, |x| {
-            gather_k(&self.inner.exec, images, &idx, x, Some(&mut unit))
+            gather_k(
+                &self.inner.exec,
+                images,
+                Rows::Now(&idx),
+                x,
+                Some(&mut unit),
+                None,
+            )
         })?;
         Ok((
             x,
@@ -385,6 +590,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         Ok(elementwise::axpy(&self.inner.exec, 1.0, xb, ab)?)
     }
     fn counter(&self) -> Result<M::Buf<u32>> {
+        self.not_capturing("an allocation")?;
         Ok(self.inner.exec.alloc_zeroed::<u32>(1)?)
     }
     fn count_correct(
@@ -406,6 +612,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         )?)
     }
     fn read_counter(&self, counter: &M::Buf<u32>) -> Result<usize> {
+        self.not_capturing("a device → host copy")?;
         Ok(counter.read()?.first().copied().unwrap_or(0) as usize)
     }
     fn fill(&self, t: &mut GpuTensor<M>, value: f32) -> Result<()> {
@@ -415,8 +622,289 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         Ok(elementwise::fill(&self.inner.exec, b, value)?)
     }
 
+    fn labels_len(&self, labels: &GpuLabels<M>) -> usize {
+        labels.buf.len()
+    }
+    fn full_labels(&self, n: usize, value: u32) -> Result<GpuLabels<M>> {
+        let (mut buf, generation) = self.alloc::<u32>(n)?;
+        elementwise::fill_u32(&self.inner.exec, &mut buf, value)?;
+        Ok(GpuLabels {
+            buf: Rc::new(buf),
+            generation,
+        })
+    }
+    fn one_hot(&self, labels: &GpuLabels<M>, classes: usize) -> Result<GpuTensor<M>> {
+        self.check_generation(labels.generation)?;
+        let n = labels.buf.len();
+        self.output(Shape::new(&[n, classes]), |y| {
+            layout_k::one_hot(&self.inner.exec, &labels.buf, classes, y)
+        })
+    }
+
+    fn load_schedule(&self, sc: &Schedule<'_, Self>) -> Result<bool> {
+        const OP: &str = "schedule";
+        self.not_capturing("loading a schedule")?;
+        let steps = sc.steps;
+        if sc.start > steps || sc.batch == 0 {
+            return Err(Error::invalid(
+                OP,
+                format!("start {} of {steps} entries, batch {}", sc.start, sc.batch),
+            ));
+        }
+        for (_, rows) in &sc.rows {
+            if rows.len() != steps * sc.batch {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{} rows for {steps} batches of {}", rows.len(), sc.batch),
+                ));
+            }
+        }
+        if sc.noise.as_ref().is_some_and(|(_, _, o)| o.len() != steps) || sc.adam.len() != steps {
+            return Err(Error::invalid(
+                OP,
+                format!("tables of other than {steps} entries"),
+            ));
+        }
+        let slots = sc.adam.first().map_or(0, |r| r.len());
+        if sc.adam.iter().any(|r| r.len() != slots) {
+            return Err(Error::invalid(OP, "Adam rows of different lengths"));
+        }
+        let adam_host: Vec<Vec<AdamStepScalars>> = sc
+            .adam
+            .iter()
+            .map(|r| r.iter().map(AdamStepScalars::of).collect())
+            .collect();
+        let adam_flat: Vec<AdamStepScalars> = adam_host.iter().flatten().copied().collect();
+        // Reuse the tables (same addresses: a captured graph stays valid across epochs).
+        let mut slot = self.inner.schedule.borrow_mut();
+        let old = slot.take();
+        let start = [sc.start as u32];
+        let mut d = match old {
+            Some(mut d) => {
+                d.step.write(&start)?;
+                d
+            }
+            None => {
+                self.inner.layout.set(self.inner.layout.get() + 1);
+                DeviceSchedule {
+                    step: self.upload_table(&start)?,
+                    host_step: 0,
+                    steps: 0,
+                    batch: 0,
+                    rows: Vec::new(),
+                    noise: None,
+                    adam: self.upload_table(&adam_flat)?,
+                    adam_host: Vec::new(),
+                    slots: 0,
+                }
+            }
+        };
+        let mut rows = std::mem::take(&mut d.rows);
+        let ids: Vec<u64> = sc.rows.iter().map(|(im, _)| im.id()).collect();
+        if rows.iter().map(|(id, _)| *id).collect::<Vec<_>>() != ids {
+            rows.clear();
+            self.inner.layout.set(self.inner.layout.get() + 1);
+        }
+        for (i, (images, table)) in sc.rows.iter().enumerate() {
+            match rows.get_mut(i) {
+                Some((_, buf)) => self.rewrite_table(buf, table)?,
+                None => rows.push((images.id(), self.upload_table(table)?)),
+            }
+        }
+        d.rows = rows;
+        d.noise = match (d.noise.take(), &sc.noise) {
+            (_, None) => None,
+            (Some((_, _, mut buf)), Some((seed, stream, offsets))) => {
+                self.rewrite_table(&mut buf, offsets)?;
+                Some((*seed, *stream, buf))
+            }
+            (None, Some((seed, stream, offsets))) => {
+                self.inner.layout.set(self.inner.layout.get() + 1);
+                Some((*seed, *stream, self.upload_table(offsets)?))
+            }
+        };
+        self.rewrite_table(&mut d.adam, &adam_flat)?;
+        d.adam_host = adam_host;
+        d.slots = slots;
+        d.host_step = sc.start;
+        d.steps = steps;
+        d.batch = sc.batch;
+        *slot = Some(d);
+        Ok(true)
+    }
+
+    fn scheduled_batch(
+        &self,
+        images: &DeviceImages<M>,
+    ) -> Result<(GpuTensor<M>, GpuTensor<M>, GpuLabels<M>)> {
+        const OP: &str = "scheduled batch";
+        let sched = self.inner.schedule.borrow();
+        let s = sched
+            .as_ref()
+            .ok_or_else(|| Error::invalid(OP, "no schedule loaded"))?;
+        let table = s
+            .rows
+            .iter()
+            .find(|(id, _)| *id == images.id())
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::invalid(OP, "these images have no rows in the schedule"))?;
+        if s.host_step >= s.steps {
+            return Err(Error::invalid(
+                OP,
+                format!("entry {} of a {}-entry schedule", s.host_step, s.steps),
+            ));
+        }
+        let shape = Shape::new(&[s.batch, 3, 32, 32]);
+        let (mut unit, _, g) = self.tensor(shape.clone())?;
+        let (mut labels, lg) = self.alloc::<u32>(s.batch)?;
+        let rows = || Rows::Scheduled {
+            table,
+            batch: s.batch,
+            step: &s.step,
+        };
+        let x = self.output(shape.clone(), |x| {
+            gather_k(
+                &self.inner.exec,
+                images,
+                rows(),
+                x,
+                Some(&mut unit),
+                Some(&mut labels),
+            )
+        })?;
+        Ok((
+            x,
+            Self::wrap(unit, shape, g),
+            GpuLabels {
+                buf: Rc::new(labels),
+                generation: lg,
+            },
+        ))
+    }
+
+    fn scheduled_normal(&self, extra: u64, shape: &Shape) -> Result<GpuTensor<M>> {
+        const OP: &str = "scheduled noise";
+        let sched = self.inner.schedule.borrow();
+        let s = sched
+            .as_ref()
+            .ok_or_else(|| Error::invalid(OP, "no schedule loaded"))?;
+        let (seed, stream, offsets) = s
+            .noise
+            .as_ref()
+            .ok_or_else(|| Error::invalid(OP, "the schedule has no noise"))?;
+        self.output(shape.clone(), |y| {
+            rng_k::normal_scheduled(
+                &self.inner.exec,
+                *seed,
+                *stream,
+                extra,
+                Some((offsets, &s.step)),
+                y,
+            )
+        })
+    }
+
+    fn advance_schedule(&self) -> Result<()> {
+        let mut sched = self.inner.schedule.borrow_mut();
+        let s = sched
+            .as_mut()
+            .ok_or_else(|| Error::invalid("schedule", "no schedule loaded"))?;
+        schedule_k::advance(&self.inner.exec, &mut s.step, 1)?;
+        s.host_step += 1;
+        if let Some(c) = self.inner.capturing.borrow_mut().as_mut() {
+            c.advances += 1;
+        }
+        Ok(())
+    }
+
+    fn capture_begin(&self) -> Result<bool> {
+        if !self.inner.graphs.get() || self.is_capturing() || self.inner.schedule.borrow().is_none()
+        {
+            return Ok(false);
+        }
+        {
+            // Only from the start of an iteration with a settled arena: every allocation of
+            // the iteration is then a view at the same offset as in the previous one.
+            let a = self.inner.arena.borrow();
+            if !a.settled || a.offset != 0 || a.overflow != 0 {
+                return Ok(false);
+            }
+        }
+        *self.inner.graph.borrow_mut() = None;
+        if !self.inner.exec.capture_begin()? {
+            return Ok(false);
+        }
+        *self.inner.capturing.borrow_mut() = Some(Capturing::default());
+        Ok(true)
+    }
+
+    fn capture_end(&self) -> Result<()> {
+        let c = self
+            .inner
+            .capturing
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| Error::invalid("graph", "no capture in progress"))?;
+        let graph = self.inner.exec.capture_end()?;
+        let (chunk, arena_bytes) = {
+            let a = self.inner.arena.borrow();
+            (a.chunk.as_ref().map_or(0, |c| c.device_ptr()), a.offset)
+        };
+        self.inner.exec.graph_launch(&graph)?;
+        *self.inner.graph.borrow_mut() = Some(Captured {
+            graph,
+            chunk,
+            layout: self.inner.layout.get(),
+            arena_bytes,
+            advances: c.advances,
+            adam_steps: c.adam_steps,
+        });
+        Ok(())
+    }
+
+    fn replay(&self) -> Result<bool> {
+        if self.inner.graph.borrow().is_none() {
+            return Ok(false);
+        }
+        self.begin_iteration()?;
+        let mut slot = self.inner.graph.borrow_mut();
+        let Some(g) = slot.as_ref() else {
+            return Ok(false);
+        };
+        let mut sched = self.inner.schedule.borrow_mut();
+        let fits = sched
+            .as_ref()
+            .is_some_and(|s| s.host_step + g.advances <= s.steps);
+        let chunk = self
+            .inner
+            .arena
+            .borrow()
+            .chunk
+            .as_ref()
+            .map_or(0, |c| c.device_ptr());
+        if !fits || chunk != g.chunk || self.inner.layout.get() != g.layout {
+            // Memory moved (or the schedule ends): capture again from a normal iteration.
+            *slot = None;
+            return Ok(false);
+        }
+        self.inner.exec.graph_launch(&g.graph)?;
+        if let Some(s) = sched.as_mut() {
+            s.host_step += g.advances;
+        }
+        for c in &g.adam_steps {
+            c.set(c.get() + 1);
+        }
+        self.inner.arena.borrow_mut().offset = g.arena_bytes;
+        self.inner.replays.set(self.inner.replays.get() + 1);
+        Ok(true)
+    }
+
     fn memory_stats(&self) -> Option<MemoryStats> {
         Some(self.stats())
+    }
+
+    fn replayed_iterations(&self) -> u64 {
+        self.inner.replays.get()
     }
 
     fn log_every(&self) -> usize {
@@ -424,15 +912,18 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.not_capturing("a synchronization")?;
         Ok(crate::gpu::Executor::synchronize(&self.inner.exec)?)
     }
 
     fn begin_iteration(&self) -> Result<()> {
+        self.not_capturing("a new iteration")?;
         let exec = &self.inner.exec;
         let mut a = self.inner.arena.borrow_mut();
         let used = a.offset + a.overflow;
         a.peak = a.peak.max(used);
         let capacity = a.chunk.as_ref().map_or(0, |c| c.len());
+        a.settled = a.chunk.is_some() && a.overflow == 0 && a.peak <= capacity;
         if a.peak > capacity {
             // One chunk for a whole iteration from now on (views still alive keep the old
             // chunk until they drop; generation checks stop them being used).
@@ -448,12 +939,15 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     }
 
     fn upload(&self, t: &Tensor) -> Result<GpuTensor<M>> {
+        self.not_capturing("a host → device copy")?;
         self.output(t.shape().clone(), |b| b.write(t.data()))
     }
     fn download(&self, t: &GpuTensor<M>) -> Result<Tensor> {
+        self.not_capturing("a device → host copy")?;
         Tensor::new(t.shape.clone(), self.buf(t)?.read()?)
     }
     fn upload_labels(&self, labels: &[u32]) -> Result<GpuLabels<M>> {
+        self.not_capturing("a host → device copy of labels")?;
         let (mut buf, generation) = self.alloc::<u32>(labels.len())?;
         buf.write(labels)?;
         Ok(GpuLabels {
@@ -477,6 +971,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         })
     }
     fn download_running_stats(&self, s: &GpuRunningStats<M>) -> Result<RunningStats> {
+        self.not_capturing("a device → host copy")?;
         Ok(RunningStats {
             mean: s.mean.read()?,
             var: s.var.read()?,
@@ -486,14 +981,15 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         Ok(GpuAdamState {
             m: self.persistent(&s.m)?,
             v: self.persistent(&s.v)?,
-            step: s.step,
+            step: Rc::new(Cell::new(s.step)),
         })
     }
     fn download_adam_state(&self, s: &GpuAdamState<M>) -> Result<AdamState> {
+        self.not_capturing("a device → host copy")?;
         Ok(AdamState {
             m: s.m.read()?,
             v: s.v.read()?,
-            step: s.step,
+            step: s.step.get(),
         })
     }
 
@@ -925,6 +1421,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let gb = self.buf(grad)?;
         let step = state
             .step
+            .get()
             .checked_add(1)
             .ok_or_else(|| Error::invalid(OP, "step counter overflow"))?;
         let pb = Rc::get_mut(&mut param.buf).ok_or_else(|| {
@@ -942,7 +1439,98 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             step,
             cfg,
         )?;
-        state.step = step;
+        state.step.set(step);
+        Ok(())
+    }
+
+    fn adam_update(
+        &self,
+        params: &mut [&mut GpuTensor<M>],
+        grads: &[GpuTensor<M>],
+        states: &mut [GpuAdamState<M>],
+        cfg: &AdamConfig,
+        slot: usize,
+    ) -> Result<()> {
+        const OP: &str = "adam";
+        if params.len() != grads.len() || params.len() != states.len() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{} parameters, {} gradients, {} states",
+                    params.len(),
+                    grads.len(),
+                    states.len()
+                ),
+            ));
+        }
+        let Some(first) = states.first() else {
+            return Ok(());
+        };
+        let step = first.step.get();
+        if states.iter().any(|s| s.step.get() != step) {
+            return Err(Error::invalid(
+                OP,
+                "the network's parameters are at different Adam steps",
+            ));
+        }
+        let next = step
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid(OP, "step counter overflow"))?;
+        cfg.validate()?;
+        let now = AdamScalars::<f32>::new(next, cfg);
+        let max_n = self.adam_segments(slot, params, grads, states)?;
+        let tables = self.inner.adam_segments.borrow();
+        let segments = &tables[&slot].1;
+        let schedule = self.inner.schedule.borrow();
+        let scalars = match schedule.as_ref() {
+            Some(s) => {
+                // The table must say what the host computes now: the replays read it.
+                let entry = s
+                    .adam_host
+                    .get(s.host_step)
+                    .and_then(|row| row.get(slot))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            OP,
+                            format!(
+                                "slot {slot} at entry {} is outside the schedule",
+                                s.host_step
+                            ),
+                        )
+                    })?;
+                if *entry != AdamStepScalars::of(&now) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "the schedule's scalars for slot {slot} at entry {} ({entry:?}) are \
+                             not this step's ({:?}): the schedule was built for other steps or \
+                             learning rates",
+                            s.host_step,
+                            AdamStepScalars::of(&now)
+                        ),
+                    ));
+                }
+                StepScalars::Scheduled {
+                    fixed: now,
+                    table: &s.adam,
+                    slots: s.slots,
+                    slot,
+                    step: &s.step,
+                }
+            }
+            None => StepScalars::Now(now),
+        };
+        // SAFETY: the segment table was built just now (or found equal) from these parameter,
+        // gradient and moment buffers, all alive for the call and holding n floats each; the
+        // parameters are exclusively borrowed and distinct (one Param each), the moments are
+        // the states' own buffers.
+        unsafe { adam_k::step_multi(&self.inner.exec, segments, max_n, scalars)? };
+        for s in states.iter_mut() {
+            s.step.set(next);
+        }
+        if let Some(c) = self.inner.capturing.borrow_mut().as_mut() {
+            c.adam_steps.extend(states.iter().map(|s| s.step.clone()));
+        }
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ pub use cpu::Cpu;
 
 use crate::error::Result;
 use crate::ops::activation::Activation;
-use crate::ops::adam::{AdamConfig, AdamState};
+use crate::ops::adam::{AdamConfig, AdamScalars, AdamState};
 use crate::ops::batchnorm::{BatchNormParams, RunningStats};
 use crate::ops::conv::Conv2dParams;
 use crate::ops::loss::BceTarget;
@@ -45,6 +45,28 @@ impl TensorValue for Tensor {
 
 /// Gradients of a layer with up to three inputs (x, weight, bias); `None` where not needed.
 pub type Grads3<T> = [Option<T>; 3];
+
+/// The per-iteration values of a run of iterations (an epoch), handed to a backend before they
+/// start ([`Backend::load_schedule`]). A GPU keeps them in device memory and reads the current
+/// iteration's entry at a cursor that it advances on the device ([`Backend::advance_schedule`]):
+/// batch rows (and labels), noise offsets, Adam's step-dependent scalars (the learning-rate
+/// decay). So one iteration captured as a CUDA graph, replayed, runs the next iteration — no
+/// host write in between. The CPU takes these values from its callers instead.
+pub struct Schedule<'a, B: Backend> {
+    /// Entries in every table (the iterations of the epoch).
+    pub steps: usize,
+    /// The entry the cursor starts at (resuming inside an epoch).
+    pub start: usize,
+    /// Rows per batch.
+    pub batch: usize,
+    /// Each resident split's rows, `steps·batch` of them in iteration order.
+    pub rows: Vec<(&'a B::Images, Vec<u32>)>,
+    /// Noise: seed, stream, and each iteration's first offset.
+    pub noise: Option<(u64, u64, Vec<u64>)>,
+    /// Adam's scalars of each iteration (`steps` rows) for each network (column = the `slot`
+    /// given to [`Backend::adam_update`]).
+    pub adam: Vec<Vec<AdamScalars<f32>>>,
+}
 
 /// A place to keep tensors and run the ops of the GTA networks.
 pub trait Backend: Clone + 'static {
@@ -85,6 +107,11 @@ pub trait Backend: Clone + 'static {
         Ok(())
     }
 
+    /// Iterations run so far by replaying a captured graph ([`Backend::replay`]).
+    fn replayed_iterations(&self) -> u64 {
+        0
+    }
+
     /// Device memory use, for backends with device memory.
     fn memory_stats(&self) -> Option<gpu::MemoryStats> {
         None
@@ -110,10 +137,11 @@ pub trait Backend: Clone + 'static {
     fn download_adam_state(&self, s: &Self::AdamState) -> Result<AdamState>;
 
     // ---- data ----
-    /// The images of a split kept in this backend's memory when the backend gathers batches
+    /// The images (and labels) of a split kept in this backend's memory when the backend gathers batches
     /// itself (the GPU: u8 on the device, one upload per run); `None` when batches are
     /// prepared on the host and uploaded (the CPU).
-    fn resident_images(&self, images: &crate::data::Images) -> Result<Option<Self::Images>>;
+    /// The split's labels come along, so a scheduled batch has its labels on the device too.
+    fn resident_split(&self, split: &crate::data::Split) -> Result<Option<Self::Images>>;
     /// The batch of rows `indices` of resident images: (F's normalized view, D's [−1, 1]
     /// view), each [B,3,32,32], bit-identical to the host batch pipeline.
     fn gather(
@@ -128,6 +156,58 @@ pub trait Backend: Clone + 'static {
     fn accumulate(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<()>;
     /// Every element of `t` (a persistent tensor) set to `value`, in place.
     fn fill(&self, t: &mut Self::Tensor, value: f32) -> Result<()>;
+    /// Number of labels.
+    fn labels_len(&self, labels: &Self::Labels) -> usize;
+    /// `n` labels of class `value`.
+    fn full_labels(&self, n: usize, value: u32) -> Result<Self::Labels>;
+    /// One-hot rows [N, classes] of `labels` (G's class input).
+    fn one_hot(&self, labels: &Self::Labels, classes: usize) -> Result<Self::Tensor>;
+
+    // ---- schedules and captured iterations (see [`Schedule`]) ----
+    /// Follows `schedule` from its entry `start` on. `Ok(false)`: this backend has no use for
+    /// one (the CPU), and the scheduled ops below are not available.
+    fn load_schedule(&self, _schedule: &Schedule<'_, Self>) -> Result<bool>
+    where
+        Self: Sized,
+    {
+        Ok(false)
+    }
+    /// The current scheduled iteration's batch from `images` (resident): F's view, D's view,
+    /// and the labels.
+    fn scheduled_batch(
+        &self,
+        _images: &Self::Images,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Labels)> {
+        Err(no_schedule())
+    }
+    /// The current scheduled iteration's noise at offset (its schedule entry + `extra`).
+    fn scheduled_normal(&self, _extra: u64, _shape: &Shape) -> Result<Self::Tensor> {
+        Err(no_schedule())
+    }
+    /// Ends a scheduled iteration: the cursor moves to the next entry (on the device).
+    fn advance_schedule(&self) -> Result<()> {
+        Err(no_schedule())
+    }
+    /// Called right after [`Backend::begin_iteration`]: records this iteration's device work
+    /// instead of running it (a CUDA graph), until [`Backend::capture_end`]. `Ok(false)`: not
+    /// possible here or now (no schedule loaded, memory not settled yet, or no graphs on this
+    /// backend); the iteration then runs as usual.
+    fn capture_begin(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Ends the capture and runs the captured iteration.
+    fn capture_end(&self) -> Result<()> {
+        Err(crate::error::Error::invalid(
+            "graph",
+            "no capture in progress",
+        ))
+    }
+    /// Runs the captured iteration once more as a new iteration (its own
+    /// [`Backend::begin_iteration`] included), with the next schedule entry. `Ok(false)`:
+    /// nothing to replay (nothing captured, or memory moved since: capture again).
+    fn replay(&self) -> Result<bool> {
+        Ok(false)
+    }
 
     // ---- evaluation ----
     /// A zeroed counter.
@@ -268,4 +348,37 @@ pub trait Backend: Clone + 'static {
         state: &mut Self::AdamState,
         cfg: &AdamConfig,
     ) -> Result<()>;
+    /// One Adam step on every parameter of a network (one launch on a GPU). `slot` is the
+    /// network's column in a loaded schedule's Adam table.
+    fn adam_update(
+        &self,
+        params: &mut [&mut Self::Tensor],
+        grads: &[Self::Tensor],
+        states: &mut [Self::AdamState],
+        cfg: &AdamConfig,
+        _slot: usize,
+    ) -> Result<()> {
+        if params.len() != grads.len() || params.len() != states.len() {
+            return Err(crate::error::Error::invalid(
+                "adam",
+                format!(
+                    "{} parameters, {} gradients, {} states",
+                    params.len(),
+                    grads.len(),
+                    states.len()
+                ),
+            ));
+        }
+        for ((p, g), s) in params.iter_mut().zip(grads).zip(states.iter_mut()) {
+            self.adam_step(p, g, s, cfg)?;
+        }
+        Ok(())
+    }
+}
+
+fn no_schedule() -> crate::error::Error {
+    crate::error::Error::invalid(
+        "schedule",
+        "no schedule loaded (this backend takes per-iteration values from its callers)",
+    )
 }

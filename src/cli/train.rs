@@ -10,7 +10,7 @@ use gtadapt::models::Widths;
 use gtadapt::ops::loss::argmax_rows;
 use gtadapt::report;
 use gtadapt::train::{
-    self, Device, EpochMetrics, InputNorm, Precision, Progress, RunConfig, RunSummary,
+    self, Device, EpochMetrics, GpuOptions, InputNorm, Precision, Progress, RunConfig, RunSummary,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -121,6 +121,11 @@ pub struct Budget {
     /// within TF32 rounding of FP32).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
+    /// GPU backend: run every iteration launch by launch instead of capturing one training
+    /// iteration as a CUDA graph and replaying it (for debugging and profiling single kernels;
+    /// the results are identical).
+    #[arg(long)]
+    pub no_graph: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -199,10 +204,14 @@ fn validate(cfg: &RunConfig) -> Result<()> {
 }
 
 /// The backend `--device` names, with `--precision`; `auto` takes the GPU when one is usable.
-fn resolve_device(d: DeviceArg, precision: PrecisionArg) -> Result<Device> {
+fn resolve_device(d: DeviceArg, precision: PrecisionArg, no_graph: bool) -> Result<Device> {
     let p = match precision {
         PrecisionArg::Fp32 => Precision::Fp32,
         PrecisionArg::Tf32 => Precision::Tf32,
+    };
+    let o = GpuOptions {
+        precision: p,
+        graphs: !no_graph,
     };
     let gpu = || match probe_cuda() {
         CudaStatus::Ready { gpus, .. } if !gpus.is_empty() => Ok(()),
@@ -216,16 +225,16 @@ fn resolve_device(d: DeviceArg, precision: PrecisionArg) -> Result<Device> {
              emu, which emulates them); the CPU backend computes in FP32"
         ),
         DeviceArg::Cpu => Device::Cpu,
-        DeviceArg::Emu => Device::Emulator(p),
+        DeviceArg::Emu => Device::Emulator(o),
         DeviceArg::Cuda => match gpu() {
-            Ok(()) => Device::Cuda(p),
+            Ok(()) => Device::Cuda(o),
             Err(why) => bail!(
                 "--device cuda: {why}. Use --device cpu to train on the CPU (or --device auto to \
                  take a GPU only when there is one)."
             ),
         },
         DeviceArg::Auto => match gpu() {
-            Ok(()) => Device::Cuda(p),
+            Ok(()) => Device::Cuda(o),
             Err(_) if p == Precision::Tf32 => bail!(
                 "--precision tf32 needs a GPU (tensor cores); none is usable here — use \
                  --device emu to emulate it, or drop --precision"
@@ -324,17 +333,29 @@ fn default_out(exp: Experiment, preset: Preset) -> PathBuf {
     p
 }
 
+fn graph_words(o: GpuOptions) -> &'static str {
+    if o.graphs {
+        "iterations replayed as a CUDA graph"
+    } else {
+        "launch by launch (--no-graph)"
+    }
+}
+
 fn print_config(cfg: &RunConfig, out: &Path, device: Device) {
     let w = cfg.hyper.widths;
     let h = &cfg.hyper;
     let backend = match device {
         Device::Cpu => format!("CPU backend ({} threads)", rayon::current_num_threads()),
-        Device::Emulator(p) => {
-            format!(
-                "GPU backend on the SIMT emulator (CUDA kernels on the CPU), {p:?} convolutions"
-            )
-        }
-        Device::Cuda(p) => format!("GPU backend on CUDA, {p:?} convolutions"),
+        Device::Emulator(o) => format!(
+            "GPU backend on the SIMT emulator (CUDA kernels on the CPU), {:?} convolutions, {}",
+            o.precision,
+            graph_words(o)
+        ),
+        Device::Cuda(o) => format!(
+            "GPU backend on CUDA, {:?} convolutions, {}",
+            o.precision,
+            graph_words(o)
+        ),
     };
     println!(
         "gtadapt train: {} on {} → {}, {backend}",
@@ -416,6 +437,11 @@ fn print_summary(s: &RunSummary) {
             mib(m.arena_peak_bytes),
             m.arena_driver_allocations
         );
+        let total: u64 = s.epochs.iter().map(|e| e.iterations).sum();
+        println!(
+            "{} of {total} training iterations replayed from the captured CUDA graph",
+            s.replayed_iterations
+        );
     }
 }
 
@@ -427,7 +453,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
     // SIGINT/SIGTERM: finish the iteration, write a checkpoint, exit 130/143.
     gtadapt::signal::install().context("could not install the SIGINT/SIGTERM handler")?;
     if let Some(dir) = &args.resume {
-        let device = resolve_device(args.budget.device, args.budget.precision)?;
+        let device = resolve_device(
+            args.budget.device,
+            args.budget.precision,
+            args.budget.no_graph,
+        )?;
         println!("gtadapt train: resuming the run in {}", dir.display());
         let mut bar = Bar {
             bar: None,
@@ -439,7 +469,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let cfg = args.budget.config(exp)?;
-    let device = resolve_device(args.budget.device, args.budget.precision)?;
+    let device = resolve_device(
+        args.budget.device,
+        args.budget.precision,
+        args.budget.no_graph,
+    )?;
     if args.dry_run {
         print_networks(exp, cfg.hyper);
         let (m, launches) = train::plan_device(&cfg)
@@ -582,7 +616,11 @@ pub fn experiments(args: ExperimentsArgs) -> Result<()> {
     let mut summaries = Vec::new();
     for exp in exps {
         let cfg = args.budget.config(exp)?;
-        let device = resolve_device(args.budget.device, args.budget.precision)?;
+        let device = resolve_device(
+            args.budget.device,
+            args.budget.precision,
+            args.budget.no_graph,
+        )?;
         let dir = out.join(exp.name());
         print_config(&cfg, &dir, device);
         let mut bar = Bar {

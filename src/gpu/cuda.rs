@@ -202,6 +202,9 @@ pub struct CudaExecutor {
     /// copy), which says how to find the kernel; when clear, every launch waits and a failing
     /// kernel is named in its own error.
     async_launches: AtomicBool,
+    /// Set between `capture_begin` and `capture_end`: launches are recorded into a CUDA graph
+    /// (stream capture), so they never wait for the stream.
+    capturing: AtomicBool,
 }
 
 // SAFETY: the raw module and function handles are only used with the context bound and under
@@ -263,6 +266,7 @@ impl CudaExecutor {
             async_launches: AtomicBool::new(
                 !std::env::var("GTADAPT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             ),
+            capturing: AtomicBool::new(false),
         })
     }
 
@@ -608,7 +612,7 @@ impl Executor for CudaExecutor {
             )
         }
         .map_err(|e| driver_error(what(), "cuLaunchKernel", e))?;
-        if self.async_launches.load(Ordering::SeqCst) {
+        if self.async_launches.load(Ordering::SeqCst) || self.capturing.load(Ordering::SeqCst) {
             return Ok(());
         }
         self.stream.synchronize().map_err(|e| {
@@ -686,8 +690,48 @@ impl<T: DeviceRepr> Drop for CudaBuffer<T> {
     }
 }
 
+/// A captured iteration: a CUDA graph, instantiated, replayed on the executor's stream.
+pub struct CudaGraphExec(cudarc::driver::CudaGraph);
+
 impl Memory for CudaExecutor {
     type Buf<T: DeviceRepr> = CudaBuffer<T>;
+    type Graph = CudaGraphExec;
+    fn capture_begin(&self) -> Result<bool, GpuError> {
+        let what = "CUDA graph capture";
+        self.bind(what)?;
+        // Thread-local mode: only this thread's unsafe calls (allocations, synchronous
+        // copies) would break the capture, and the GPU backend refuses those while capturing.
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| driver_error(what, "cuStreamBeginCapture", e))?;
+        self.capturing.store(true, Ordering::SeqCst);
+        Ok(true)
+    }
+    fn capture_end(&self) -> Result<CudaGraphExec, GpuError> {
+        let what = "CUDA graph capture";
+        self.capturing.store(false, Ordering::SeqCst);
+        let graph = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags_enum(0))
+            .map_err(|e| driver_error(what, "cuStreamEndCapture/cuGraphInstantiate", e))?;
+        graph.map(CudaGraphExec).ok_or_else(|| GpuError::Driver {
+            what: what.into(),
+            call: "cuStreamEndCapture",
+            code: "no graph (nothing was captured)".into(),
+            hint: String::new(),
+        })
+    }
+    fn graph_launch(&self, graph: &CudaGraphExec) -> Result<(), GpuError> {
+        let what = "CUDA graph launch";
+        graph
+            .0
+            .launch()
+            .map_err(|e| driver_error(what, "cuGraphLaunch", e))?;
+        if self.async_launches.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.synchronize()
+    }
     fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<CudaBuffer<T>, GpuError> {
         let what = "device allocation";
         self.bind(what)?;

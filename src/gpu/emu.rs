@@ -6,6 +6,7 @@
 //! float atomics), `GTA_EMU_STACK_KB` sets each CUDA thread's fiber stack (default 64),
 //! `GTA_EMU_SWITCH=ucontext` uses glibc's swapcontext instead of the x86-64 assembly switch.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 use super::{Executor, GpuError, LaunchConfig};
@@ -56,6 +57,84 @@ impl Emulator {
     }
 }
 
+/// One recorded launch: the kernel, its shape and a copy of its parameter struct.
+struct Recorded {
+    kernel: String,
+    cfg: LaunchConfig,
+    /// The parameter struct's bytes, in u64 words so the copy is 8-byte aligned like the
+    /// original (#[repr(C)] structs of u64/u32/f32 fields).
+    params: Vec<u64>,
+}
+
+/// Launches recorded by [`super::Memory::capture_begin`] / `capture_end`: the emulator's
+/// CUDA graph. Like a CUDA graph it holds the parameter values of the capture (device
+/// addresses included), so replaying it is correct exactly when those addresses still hold
+/// what the captured iteration expects (the GPU backend checks that).
+#[derive(Default)]
+pub struct EmuGraph {
+    launches: Vec<Recorded>,
+}
+
+impl EmuGraph {
+    /// Number of recorded launches.
+    pub fn len(&self) -> usize {
+        self.launches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.launches.is_empty()
+    }
+
+    /// Runs the recorded launches in order.
+    pub fn launch(&self, emu: &Emulator) -> Result<(), GpuError> {
+        if CAPTURE.with(|c| c.borrow().is_some()) {
+            return Err(capture_error("a graph was launched during a capture"));
+        }
+        for r in &self.launches {
+            let mut copy = r.params.clone();
+            let mut array = [copy.as_mut_ptr().cast::<c_void>()];
+            // SAFETY: `array[0]` points to a copy of the parameter struct recorded from a
+            // launch whose caller vouched for it (Executor::launch's contract); the graph's
+            // owner guarantees the addresses it holds are still valid (see the type's docs).
+            unsafe { emu.launch(&r.kernel, r.cfg, &mut array)? };
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// The launches being recorded on this thread (like CUDA's thread-local capture mode).
+    static CAPTURE: RefCell<Option<Vec<Recorded>>> = const { RefCell::new(None) };
+}
+
+fn capture_error(reason: &str) -> GpuError {
+    GpuError::InvalidLaunch {
+        kernel: "graph capture".into(),
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn capture_begin() -> Result<(), GpuError> {
+    CAPTURE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_some() {
+            return Err(capture_error("a capture is already in progress"));
+        }
+        *c = Some(Vec::new());
+        Ok(())
+    })
+}
+
+pub(crate) fn capture_end() -> Result<EmuGraph, GpuError> {
+    CAPTURE.with(|c| {
+        let launches = c
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| capture_error("no capture in progress"))?;
+        Ok(EmuGraph { launches })
+    })
+}
+
 impl Executor for Emulator {
     fn name(&self) -> &'static str {
         "emulator"
@@ -84,6 +163,34 @@ impl Executor for Emulator {
                 kernel: kernel.to_string(),
                 reason: "empty parameter array".into(),
             });
+        }
+        let capturing = CAPTURE.with(|c| c.borrow().is_some());
+        if capturing {
+            let size = self
+                .params_size(kernel)
+                .ok_or_else(|| GpuError::UnknownKernel {
+                    kernel: kernel.to_string(),
+                })?;
+            let mut words = vec![0u64; size.div_ceil(8)];
+            // SAFETY: params[0] points to the kernel's parameter struct (this function's
+            // contract), whose size the registry reports; `words` has room for it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    params[0].cast::<u8>(),
+                    words.as_mut_ptr().cast::<u8>(),
+                    size,
+                )
+            };
+            CAPTURE.with(|c| {
+                if let Some(list) = c.borrow_mut().as_mut() {
+                    list.push(Recorded {
+                        kernel: kernel.to_string(),
+                        cfg,
+                        params: words,
+                    });
+                }
+            });
+            return Ok(());
         }
         let mut err = vec![0 as c_char; 1024];
         let [gx, gy, gz] = cfg.grid;

@@ -210,6 +210,18 @@ pub trait Memory: Executor {
         byte_offset: usize,
         len: usize,
     ) -> Result<Self::Buf<T>, GpuError>;
+
+    /// A recorded sequence of launches that can be run again (a CUDA graph on a GPU).
+    type Graph;
+    /// From here on, launches made by this thread are recorded instead of run, until
+    /// [`Memory::capture_end`] (CUDA stream capture; the emulator records them the same way).
+    /// No copy, allocation or synchronization may happen meanwhile (the GPU backend refuses
+    /// them). `Ok(false)`: this executor cannot capture.
+    fn capture_begin(&self) -> Result<bool, GpuError>;
+    /// Ends a capture: the recorded launches, ready to run with [`Memory::graph_launch`].
+    fn capture_end(&self) -> Result<Self::Graph, GpuError>;
+    /// Runs a captured graph (in stream order after earlier launches).
+    fn graph_launch(&self, graph: &Self::Graph) -> Result<(), GpuError>;
 }
 
 /// Checks a [`Memory::view`] request against its chunk.
@@ -255,6 +267,17 @@ impl<T: DeviceRepr> Buffer<T> for DeviceBuffer<T> {
 
 impl Memory for Emulator {
     type Buf<T: DeviceRepr> = DeviceBuffer<T>;
+    type Graph = emu::EmuGraph;
+    fn capture_begin(&self) -> Result<bool, GpuError> {
+        emu::capture_begin()?;
+        Ok(true)
+    }
+    fn capture_end(&self) -> Result<emu::EmuGraph, GpuError> {
+        emu::capture_end()
+    }
+    fn graph_launch(&self, graph: &emu::EmuGraph) -> Result<(), GpuError> {
+        graph.launch(self)
+    }
     fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>, GpuError> {
         Ok(DeviceBuffer::zeroed(len))
     }

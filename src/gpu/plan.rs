@@ -58,6 +58,20 @@ impl Executor for Planner {
 
 impl Memory for Planner {
     type Buf<T: DeviceRepr> = DeviceBuffer<T>;
+    /// The planner never captures: a planned iteration launches (counts) every kernel.
+    type Graph = ();
+    fn capture_begin(&self) -> Result<bool, GpuError> {
+        Ok(false)
+    }
+    fn capture_end(&self) -> Result<(), GpuError> {
+        Err(GpuError::InvalidLaunch {
+            kernel: "graph".into(),
+            reason: "the planner does not capture".into(),
+        })
+    }
+    fn graph_launch(&self, _graph: &()) -> Result<(), GpuError> {
+        Ok(())
+    }
     fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>, GpuError> {
         Emulator.alloc_zeroed(len)
     }

@@ -876,13 +876,20 @@ pub fn gather<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuE
         let idx = exec.upload(&indices)?;
         let mut out = nan(exec, want.len())?;
         let mut out_d = nan(exec, want.len())?;
-        let res = data::gather(exec, &dev, &idx, &mut out, Some(&mut out_d));
+        let res = data::gather(
+            exec,
+            &dev,
+            data::Rows::Now(&idx),
+            &mut out,
+            Some(&mut out_d),
+            None,
+        );
         if r.launched(k, &s, b, res) {
             r.ulps(k, &s, &out.read()?, &want, 0);
             r.ulps("gather_batch d view", &s, &out_d.read()?, &want_d, 0);
         }
         let mut out = nan(exec, want.len())?;
-        let res = data::gather(exec, &dev, &idx, &mut out, None);
+        let res = data::gather(exec, &dev, data::Rows::Now(&idx), &mut out, None, None);
         if r.launched(k, &s, b, res) {
             r.ulps(k, &s, &out.read()?, &want, 0);
         }
@@ -892,7 +899,7 @@ pub fn gather<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuE
     let dev = data::DeviceImages::new(exec, &[7u8; 2 * 28 * 28], [2, 1, 28, 28])?;
     let idx = exec.upload(&[2u32])?;
     let mut out = exec.filled(3 * 32 * 32, 0.0f32)?;
-    let res = data::gather(exec, &dev, &idx, &mut out, None);
+    let res = data::gather(exec, &dev, data::Rows::Now(&idx), &mut out, None, None);
     if r.launched(kb, "[2,1,28,28]", Tolerance::Exact, res) {
         let all_nan = out.read()?.iter().all(|v| v.is_nan());
         r.holds(kb, "[2,1,28,28]", all_nan, || "finite values".into());

@@ -19,6 +19,9 @@ struct GatherParams {
     h_k: u64,
     v_bounds: u64,
     v_k: u64,
+    step: u64,
+    labels: u64,
+    labels_out: u64,
     b: u32,
     c: u32,
     h: u32,
@@ -29,8 +32,10 @@ struct GatherParams {
     v_ksize: u32,
     mode: u32,
     n_images: u32,
+    steps: u32,
+    pad: u32,
 }
-const _: () = assert!(std::mem::size_of::<GatherParams>() == 104);
+const _: () = assert!(std::mem::size_of::<GatherParams>() == 136);
 
 /// A dataset's images on the device, with the resize tables to 32×32.
 pub struct DeviceImages<M: Memory> {
@@ -44,6 +49,8 @@ pub struct DeviceImages<M: Memory> {
     v_ksize: usize,
     /// 0 copy, 1 horizontal then vertical, 2 vertical then horizontal.
     mode: u32,
+    /// The class of each image (u8), when gathers also produce labels.
+    labels: Option<M::Buf<u8>>,
 }
 
 impl<M: Memory> DeviceImages<M> {
@@ -83,6 +90,7 @@ impl<M: Memory> DeviceImages<M> {
             h_ksize: ht.ksize,
             v_ksize: vt.ksize,
             mode,
+            labels: None,
         })
     }
 
@@ -91,23 +99,86 @@ impl<M: Memory> DeviceImages<M> {
         Self::new(exec, images.pixels(), images.dims())
     }
 
+    /// The same images with their labels (one per image) on the device too, so that a gather
+    /// also produces the batch's labels.
+    pub fn with_labels(mut self, exec: &M, labels: &[u8]) -> Result<Self, GpuError> {
+        check_len_host("gather_batch", "labels", labels.len(), self.dims[0])?;
+        self.labels = Some(exec.upload(labels)?);
+        Ok(self)
+    }
+
+    /// An identity for these images (their device address).
+    pub fn id(&self) -> u64 {
+        self.pixels.device_ptr()
+    }
+
     /// N×C×H×W.
     pub fn dims(&self) -> [usize; 4] {
         self.dims
     }
 }
 
-/// Gathers images `indices` (each < N; an index out of range gives NaN values) into `out`
-/// [B, 3, 32, 32] normalized, and into `out_d` (when given) the [−1, 1] view D sees.
+fn check_len_host(kernel: &str, what: &str, len: usize, expected: usize) -> Result<(), GpuError> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(invalid(
+            kernel,
+            format!("{len} {what} for {expected} images"),
+        ))
+    }
+}
+
+/// Which rows a gather takes.
+pub enum Rows<'a, M: Memory> {
+    /// These B rows.
+    Now(&'a M::Buf<u32>),
+    /// Rows `[s·batch, (s+1)·batch)` of `table` (an epoch's order, `steps·batch` rows), `s` the
+    /// value of the device cursor `step` when the kernel runs (a schedule; see
+    /// src/backend/gpu.rs). A cursor past the table gives NaN values.
+    Scheduled {
+        table: &'a M::Buf<u32>,
+        batch: usize,
+        step: &'a M::Buf<u32>,
+    },
+}
+
+/// Gathers the images of `rows` (each < N; an index out of range gives NaN values) into `out`
+/// [B, 3, 32, 32] normalized, into `out_d` (when given) the [−1, 1] view D sees, and into
+/// `labels` (when given; the images must have been uploaded with their labels) the labels.
 pub fn gather<M: Memory>(
     exec: &M,
     images: &DeviceImages<M>,
-    indices: &M::Buf<u32>,
+    rows: Rows<'_, M>,
     out: &mut M::Buf<f32>,
     out_d: Option<&mut M::Buf<f32>>,
+    labels: Option<&mut M::Buf<u32>>,
 ) -> Result<(), GpuError> {
     const K: &str = "gather_batch";
-    let b = indices.len();
+    let (indices, b, step, steps) = match rows {
+        Rows::Now(indices) => (indices, indices.len(), 0, 1),
+        Rows::Scheduled { table, batch, step } => {
+            if batch == 0 || table.len() % batch != 0 {
+                return Err(invalid(
+                    K,
+                    format!("a table of {} rows for batches of {batch}", table.len()),
+                ));
+            }
+            check_len(K, "step", step, 1)?;
+            (table, batch, step.device_ptr(), table.len() / batch)
+        }
+    };
+    let (labels_in, labels_out) = match labels {
+        Some(out) => {
+            check_len(K, "labels", out, b)?;
+            let src = images
+                .labels
+                .as_ref()
+                .ok_or_else(|| invalid(K, "labels asked of images uploaded without them"))?;
+            (src.device_ptr(), out.device_ptr())
+        }
+        None => (0, 0),
+    };
     let len = b * 3 * IMAGE_SIZE * IMAGE_SIZE;
     check_len(K, "out", out, len)?;
     let out_d = match out_d {
@@ -127,6 +198,9 @@ pub fn gather<M: Memory>(
         h_k: images.h_k.device_ptr(),
         v_bounds: images.v_bounds.device_ptr(),
         v_k: images.v_k.device_ptr(),
+        step,
+        labels: labels_in,
+        labels_out,
         b: count(K, b)?,
         c: c as u32,
         h: count(K, h)?,
@@ -137,9 +211,13 @@ pub fn gather<M: Memory>(
         v_ksize: images.v_ksize as u32,
         mode: images.mode,
         n_images: n as u32,
+        steps: count(K, steps)?,
+        pad: 0,
     };
-    // SAFETY: out (and out_d) hold B·3·32·32 floats (checked) and the kernel writes indices
-    // below that; it reads indices[b < B], image rows only for indices < N (checked in the
+    // SAFETY: out (and out_d) hold B·3·32·32 floats and labels_out B values (checked) and the
+    // kernel writes indices below that; it reads indices[b < B] (under a schedule: of row
+    // block *step < steps, checked in the kernel, of a table of steps·B rows), labels and image
+    // rows only for indices < N (checked in the
     // kernel) within the N·C·H·W pixels, and the resize tables built for exactly these sizes
     // (their taps stay inside the input axis and their own length).
     unsafe { launch(exec, K, elements(len), &p) }

@@ -46,6 +46,28 @@ pub fn fill<M: Memory>(exec: &M, y: &mut M::Buf<f32>, value: f32) -> Result<(), 
     unsafe { launch(exec, K, elements(n), &p) }
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FillU32Params {
+    y: u64,
+    value: u32,
+    n: u32,
+}
+const _: () = assert!(std::mem::size_of::<FillU32Params>() == 16);
+
+/// Every element of `y` (labels) set to `value`.
+pub fn fill_u32<M: Memory>(exec: &M, y: &mut M::Buf<u32>, value: u32) -> Result<(), GpuError> {
+    const K: &str = "fill_u32";
+    let n = y.len();
+    let p = FillU32Params {
+        y: y.device_ptr(),
+        value,
+        n: count(K, n)?,
+    };
+    // SAFETY: y holds n values; the kernel writes indices < n only.
+    unsafe { launch(exec, K, elements(n), &p) }
+}
+
 /// `y = x` (equal lengths).
 pub fn copy<M: Memory>(exec: &M, x: &M::Buf<f32>, y: &mut M::Buf<f32>) -> Result<(), GpuError> {
     const K: &str = "copy_f32";

@@ -109,3 +109,40 @@ pub fn split_dim1<M: Memory>(
     }
     Ok(())
 }
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OneHotParams {
+    labels: u64,
+    y: u64,
+    n: u32,
+    classes: u32,
+}
+const _: () = assert!(std::mem::size_of::<OneHotParams>() == 24);
+
+/// `y` [N, classes] = one-hot rows of `labels` [N] (a label ≥ classes gives a NaN row), as
+/// G's class input.
+pub fn one_hot<M: Memory>(
+    exec: &M,
+    labels: &M::Buf<u32>,
+    classes: usize,
+    y: &mut M::Buf<f32>,
+) -> Result<(), GpuError> {
+    const K: &str = "one_hot";
+    let n = labels.len();
+    if classes == 0 {
+        return Err(invalid(K, "zero classes"));
+    }
+    let len = n
+        .checked_mul(classes)
+        .ok_or_else(|| invalid(K, "size overflow"))?;
+    check_len(K, "y", y, len)?;
+    let p = OneHotParams {
+        labels: labels.device_ptr(),
+        y: y.device_ptr(),
+        n: count(K, n)?,
+        classes: count(K, classes)?,
+    };
+    // SAFETY: labels holds n values and y n·classes (checked); the kernel touches i < n·classes.
+    unsafe { launch(exec, K, elements(len), &p) }
+}

@@ -24,6 +24,7 @@ pub mod linear;
 pub mod loss;
 pub mod pool;
 pub mod rng;
+pub mod schedule;
 pub mod selftest;
 
 use super::{Buffer, DeviceRepr, GpuError, LaunchConfig};

@@ -84,14 +84,35 @@ if [[ -x "$bundle/tests/lib" ]]; then
     run "test-lib-gpu" 0 "$bundle/tests/lib" gpu:: --nocapture --test-threads=1 || failed=1
 fi
 # A short training run on the embedded pair at the paper's settings (batch 100, widths 64,
-# nz 512), on the GPU and then the same run on this machine's CPU: seconds per training
-# iteration of each (the summary line of each log) and the GPU's memory report.
+# nz 512): on the GPU with iterations replayed from a CUDA graph (the default), launch by
+# launch (--no-graph: the graph's gain), with TF32 convolutions, and the same run on this
+# machine's CPU: seconds per training iteration of each (the summary line of each log), the
+# GPU's memory report and the number of replayed iterations. The graph and no-graph runs must
+# end with the same losses (compared below).
 train_iters="${GPU_CHECK_TRAIN_ITERS:-60}"
-for dev in cuda cpu; do
-    run "train-exp1-$dev" 600 "$bundle/gtadapt" train --device "$dev" --experiment exp1 \
+train_runs=(cuda cuda-nograph cuda-tf32 cpu)
+for r in "${train_runs[@]}"; do
+    case "$r" in
+        cuda) flags=(--device cuda) ;;
+        cuda-nograph) flags=(--device cuda --no-graph) ;;
+        cuda-tf32) flags=(--device cuda --precision tf32) ;;
+        cpu) flags=(--device cpu) ;;
+    esac
+    run "train-exp1-$r" 600 "$bundle/gtadapt" train "${flags[@]}" --experiment exp1 \
         --preset paper --epochs 1 --iters-per-epoch "$train_iters" \
-        --out "$report_dir/train-exp1-$dev" --force || failed=1
+        --out "$report_dir/train-exp1-$r" --force || failed=1
 done
+# Same bits with and without the graph (the losses line of metrics.jsonl, times removed).
+strip_times() { sed -E 's/,"(train_)?seconds":[0-9.]+//g' "$1"; }
+if [[ -f "$report_dir/train-exp1-cuda/metrics.jsonl" && -f "$report_dir/train-exp1-cuda-nograph/metrics.jsonl" ]]; then
+    if diff <(strip_times "$report_dir/train-exp1-cuda/metrics.jsonl") \
+        <(strip_times "$report_dir/train-exp1-cuda-nograph/metrics.jsonl") >/dev/null; then
+        summary+=("| graph vs --no-graph metrics | same | |")
+    else
+        summary+=("| graph vs --no-graph metrics | DIFFER | |")
+        failed=1
+    fi
+fi
 
 if [[ "${GPU_CHECK_BENCHES:-1}" != 0 ]]; then
     export GTADAPT_BENCH_OUT="$bench_out"
@@ -145,10 +166,10 @@ fi
     echo "|---|---|---:|"
     printf '%s\n' "${summary[@]}"
     echo
-    for dev in cuda cpu; do
-        log="$report_dir/logs/train-exp1-$dev.log"
-        [[ -f "$log" ]] && grep -h "s per training iteration\|device memory" "$log" \
-            | sed "s/^/- train exp1 $dev: /"
+    for r in "${train_runs[@]}"; do
+        log="$report_dir/logs/train-exp1-$r.log"
+        [[ -f "$log" ]] && grep -h "s per training iteration\|device memory\|replayed" "$log" \
+            | sed "s/^/- train exp1 $r: /"
     done
     echo
     for t in "$bench_out"/kernels-cuda.md "$bench_out"/train_step-cuda.md; do

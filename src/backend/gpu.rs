@@ -536,16 +536,8 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
 
     fn resident_split(&self, split: &crate::data::Split) -> Result<Option<DeviceImages<M>>> {
         self.not_capturing("a dataset upload")?;
+        // `Labels` hold classes 0–9 (checked when a split is opened).
         let labels = split.labels.as_slice();
-        if let Some(&bad) = labels
-            .iter()
-            .find(|&&l| l as usize >= crate::models::CLASSES)
-        {
-            return Err(Error::invalid(
-                "resident split",
-                format!("label {bad} ≥ {}", crate::models::CLASSES),
-            ));
-        }
         *self.inner.persistent_bytes.borrow_mut() += split.images.pixels().len() + labels.len();
         let exec = &self.inner.exec;
         Ok(Some(
@@ -923,8 +915,12 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let used = a.offset + a.overflow;
         a.peak = a.peak.max(used);
         let capacity = a.chunk.as_ref().map_or(0, |c| c.len());
-        a.settled = a.chunk.is_some() && a.overflow == 0 && a.peak <= capacity;
+        // An iteration that allocated nothing (a declined replay's reset) says nothing new.
+        if a.offset + a.overflow > 0 {
+            a.settled = a.chunk.is_some() && a.overflow == 0 && a.peak <= capacity;
+        }
         if a.peak > capacity {
+            a.settled = false;
             // One chunk for a whole iteration from now on (views still alive keep the old
             // chunk until they drop; generation checks stop them being used).
             let bytes = a.peak.div_ceil(ALIGN) * ALIGN;

@@ -20,6 +20,7 @@ mod conv;
 mod conv_tf32;
 pub mod linear;
 pub mod pool;
+mod schedule;
 
 use super::kernels::{activation, adam, data, elementwise, layout, loss, rng};
 use super::{Buffer, GpuError, Memory};
@@ -392,6 +393,7 @@ pub fn families<M: Memory>() -> Vec<Family<M>> {
         ("pool", pool::max_pool::<M>),
         ("linear", linear::linear_kernels::<M>),
         ("conv_tf32", conv_tf32::conv_tf32_kernels::<M>),
+        ("schedule", schedule::scheduled_kernels::<M>),
         // Last: its cases are fixed and use no seed (the others keep their historic seeds).
         ("rng", philox::<M>),
     ]

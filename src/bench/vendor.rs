@@ -126,11 +126,36 @@ fn not_found(lib: &str, candidates: &[String]) -> String {
         .filter(|c| c.contains(".so") || c.contains(".dll"))
         .take(3)
         .collect();
+    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    // Files of that library under names cudarc does not try (libcublas.so.13 of CUDA 13
+    // wheels, for a cudarc built for CUDA 12): say how to make them loadable.
+    let prefix = format!("lib{lib}.so");
+    let others: Vec<String> = path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .filter_map(|d| std::fs::read_dir(d).ok().map(|e| (d.to_string(), e)))
+        .flat_map(|(d, entries)| {
+            let prefix = prefix.clone();
+            entries.filter_map(move |e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                (name.starts_with(&prefix) && !candidates.contains(&name))
+                    .then(|| format!("{d}/{name}"))
+            })
+        })
+        .collect();
+    let hint = if others.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; found {} under a name cudarc does not try: a symlink named {prefix} to it, in a \
+             folder on LD_LIBRARY_PATH, makes it loadable (scripts/gpu-check.sh makes one)",
+            others.join(", ")
+        )
+    };
     format!(
-        "lib{lib} not found by cudarc's loader: tried {}, … ({} names); LD_LIBRARY_PATH={}",
+        "lib{lib} not found by cudarc's loader: tried {}, … ({} names); LD_LIBRARY_PATH={path}{hint}",
         shown.join(", "),
         candidates.len(),
-        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
     )
 }
 

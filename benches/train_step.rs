@@ -9,7 +9,8 @@
 //! - GTADAPT_BENCH_DEVICE: `cpu` (default when no GPU is usable), `cuda` (default with a GPU;
 //!   timed twice: launches synchronous as in training, then asynchronous, the host not waiting
 //!   after each kernel), `emu` (the GPU backend on the emulator: default batch 2, widths 8).
-//! - GTADAPT_BENCH_BATCHES (comma-separated, default "100"; GTADAPT_BENCH_BATCH also works),
+//! - GTADAPT_BENCH_BATCHES (comma-separated; default "100,64" on CUDA, "100" on the CPU, "2" on
+//!   the emulator; GTADAPT_BENCH_BATCH also works),
 //!   GTADAPT_BENCH_ITERS (timed iterations, default 3), GTADAPT_BENCH_WIDTH (ndf = ngf,
 //!   default 64), GTADAPT_BENCH_NZ (default 512), GTADAPT_BENCH_EXPERIMENTS (comma-separated,
 //!   default "source-only,exp1,exp2,exp3"), RAYON_NUM_THREADS.
@@ -150,7 +151,8 @@ fn peak_gflops(out: &std::path::Path, device: &str) -> Option<(f64, String)> {
     let c = &v["ceilings"];
     let p = c["gemm_gflops"]
         .as_f64()?
-        .max(c["torch_fp32_gflops"].as_f64().unwrap_or(0.0));
+        .max(c["torch_fp32_gflops"].as_f64().unwrap_or(0.0))
+        .max(c["cublas_fp32_gflops"].as_f64().unwrap_or(0.0));
     Some((p, format!("FP32 GEMM ceiling of {}", path.display())))
 }
 
@@ -170,7 +172,12 @@ fn main() {
         .ok()
         .or_else(|| std::env::var("GTADAPT_BENCH_BATCH").ok())
         .map(|s| s.split(',').filter_map(|b| b.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![if emu { 2 } else { 100 }]);
+        .unwrap_or_else(|| match device.as_str() {
+            "emu" => vec![2],
+            // The two batch sizes; on the CPU one (an iteration takes seconds there).
+            "cuda" => vec![100, 64],
+            _ => vec![100],
+        });
     let iters = env("GTADAPT_BENCH_ITERS")
         .unwrap_or(if emu { 1 } else { 3 })
         .max(1);
@@ -180,17 +187,30 @@ fn main() {
         .unwrap_or_else(|_| "source-only,exp1,exp2,exp3".into());
     let out = bench::out_dir();
     let peak = peak_gflops(&out, &device);
-    let what = match device.as_str() {
-        "cpu" => format!(
-            "CPU backend, {} threads, {}",
-            rayon::current_num_threads(),
-            bench::cpu_name()
+    // (description, card, driver)
+    let (what, card, driver) = match device.as_str() {
+        "cpu" => (
+            format!(
+                "CPU backend, {} threads, {}",
+                rayon::current_num_threads(),
+                bench::cpu_name()
+            ),
+            bench::cpu_name(),
+            "-".to_string(),
         ),
-        "emu" => format!("GPU backend on the SIMT emulator ({})", bench::cpu_name()),
+        "emu" => (
+            format!("GPU backend on the SIMT emulator ({})", bench::cpu_name()),
+            format!("SIMT emulator on {}", bench::cpu_name()),
+            "-".to_string(),
+        ),
         "cuda" => {
             use gtadapt::bench::BenchTarget;
             let e = gtadapt::gpu::cuda::CudaExecutor::new().expect("CUDA executor");
-            format!("GPU backend on {} ({})", e.device(), e.driver())
+            (
+                format!("GPU backend on {} ({})", e.device(), e.driver()),
+                e.device(),
+                e.driver(),
+            )
         }
         other => panic!("GTADAPT_BENCH_DEVICE={other:?}: expected cpu, emu or cuda"),
     };
@@ -308,7 +328,8 @@ fn main() {
     }
     println!("\n{}", phase_lines.join("\n"));
     let json = serde_json::json!({
-        "bench": "train_step", "device": what, "commit": bench::commit(), "date": bench::utc_now(),
+        "bench": "train_step", "device": what, "card": card, "driver": driver,
+        "commit": bench::commit(), "date": bench::utc_now(),
         "width": width, "nz": nz, "iters": iters, "threads": rayon::current_num_threads(),
         "peak_gflops": peak.as_ref().map(|p| p.0), "rows": rows,
     });

@@ -9,6 +9,7 @@ readability, not a copy of the authors' code.
     python3 reference/gta_torch.py fixtures [--out tests/fixtures/gta]
     python3 reference/gta_torch.py params [--json-only]
     python3 reference/gta_torch.py bench --threads 2 --batch 100 --experiment exp1 --iters 10
+    python3 reference/gta_torch.py bench ... --compile   # networks wrapped in torch.compile
 
 See reference/README.md for the fixture layout (the contract the Rust tests read).
 """
@@ -745,6 +746,27 @@ BENCH_PHASES = {
 BENCH_PHASES["exp2"] = BENCH_PHASES["exp1"]
 
 
+def compile_networks(trainer, x_s, y_s, x_t, cfg, batch):
+    """Wraps every network of `trainer` in torch.compile (mode "default") and runs one step to
+    compile them. Returns (ok, reason when not ok, seconds of that first step). The phases and
+    the Adam updates stay eager: only the networks' forward (and their autograd backward) are
+    compiled, as a user adding torch.compile to the models would."""
+    if not hasattr(torch, "compile"):
+        return False, f"torch {torch.__version__} has no torch.compile", None
+    try:
+        for name, net in list(trainer.nets.items()):
+            trainer.nets[name] = torch.compile(net, mode="default")
+        z_s, z_t = noise(batch, cfg.nz)
+        t0 = time.perf_counter()
+        trainer.step(x_s, y_s, x_t, z_s, z_t)
+        if BENCH_DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+        return True, None, round(time.perf_counter() - t0, 3)
+    except Exception as e:  # noqa: BLE001 — any compiler failure means "report eager numbers"
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        return False, msg[:300], None
+
+
 def cmd_bench(args):
     global BENCH_DEVICE
     torch.set_num_threads(args.threads)
@@ -760,6 +782,13 @@ def cmd_bench(args):
     cfg = Config()
     trainer = make_trainer(args.experiment, cfg)
     x_s, y_s, x_t = random_batch(args.batch)
+    compiled, compile_note, compile_s = False, None, None
+    if args.compile:
+        compiled, compile_note, compile_s = compile_networks(trainer, x_s, y_s, x_t, cfg,
+                                                             args.batch)
+        if not compiled:
+            print(f"torch.compile: not available ({compile_note})", file=sys.stderr)
+            trainer = make_trainer(args.experiment, cfg)  # fresh, eager
     load_before = os.getloadavg()[0]
     times = []
     for i in range(args.warmup + args.iters):
@@ -777,6 +806,10 @@ def cmd_bench(args):
     out = {"experiment": args.experiment, "batch": args.batch, "threads": args.threads,
            "iters": args.iters, "warmup": args.warmup, "torch": torch.__version__,
            "device": args.device, "tf32": bool(args.tf32),
+           "mode": "compiled" if compiled else "eager",
+           "compile": ({"requested": True, "ok": compiled, "mode": "default",
+                        "first_step_s": compile_s, "error": None if compiled else compile_note}
+                       if args.compile else {"requested": False}),
            "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
            "ndf": cfg.ndf, "ngf": cfg.ngf, "nz": cfg.nz,
            "median_s": {k: round(v, 4) for k, v in med.items()},
@@ -784,8 +817,16 @@ def cmd_bench(args):
            "totals_s": [round(t["total"], 4) for t in times],
            "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
            "cpus": os.cpu_count(),
-           "phases": BENCH_PHASES[args.experiment]}
+           "phases": BENCH_PHASES[args.experiment],
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cuda_runtime": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version() if args.device == "cuda" else None}
     print(json.dumps(out, indent=1))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
 
 
 def main():
@@ -808,6 +849,10 @@ def main():
     be.add_argument("--iters", type=int, default=10)
     be.add_argument("--warmup", type=int, default=2)
     be.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    be.add_argument("--out", default=None, help="also write the JSON to this file")
+    be.add_argument("--compile", action="store_true",
+                    help="wrap the networks in torch.compile (mode default); when compilation "
+                         "fails, say so and time eager")
     be.add_argument("--tf32", action="store_true",
                     help="let cuDNN/cuBLAS use TF32 (PyTorch's conv default; off here: FP32)")
     args = ap.parse_args()

@@ -14,8 +14,13 @@
 # default 240), a few minutes in all:
 #   1. reference/bench_ops.py --device cuda (PyTorch: cuDNN convs, cuBLAS GEMMs, the copy and
 #      FP32/TF32 GEMM ceilings) -> REPORT_DIR/bench/torch_ops-cuda.json, when python3 has torch;
-#   2. benches/kernels on CUDA (joins 1.) -> REPORT_DIR/bench/kernels-cuda.{md,json};
-#   3. benches/train_step on CUDA, exp1 and exp3, batch 100 and 64 -> bench/train_step-cuda.*;
+#   2. reference/gta_torch.py bench --device cuda, exp1 and exp3, batch 100 and 64, eager and
+#      with --compile (torch.compile; falls back to eager, saying so, when it cannot compile)
+#      -> REPORT_DIR/bench/torch_iteration-<exp>-b<batch>-<eager|compiled>.json;
+#   3. benches/kernels on CUDA (joins 1.; cuDNN and cuBLAS columns through cudarc, with the
+#      nvidia/*/lib folders of PyTorch's pip wheels put on LD_LIBRARY_PATH so cudarc finds
+#      libcudnn / libcublas; "n/a" where they are absent) -> REPORT_DIR/bench/kernels-cuda.{md,json};
+#   4. benches/train_step on CUDA, exp1 and exp3, batch 100 and 64 -> bench/train_step-cuda.*;
 # the CPU-only benches run only with GPU_CHECK_CPU_BENCHES=1. The tables go into the report.
 # Writes REPORT_DIR/gpu-check.md (and each command's full log next to it). Exit status: 0 when
 # every test passed (a failing benchmark is listed but does not fail the check).
@@ -125,17 +130,61 @@ if [[ "${GPU_CHECK_BENCHES:-1}" != 0 ]]; then
         run "bench-torch-ops" "$bench_timeout" python3 "$bundle/reference/bench_ops.py" \
             --device cuda --out "$bench_out/torch_ops-cuda.json" || true
     fi
-    # The PyTorch reference iteration on the same GPU (eager, FP32; phases and total).
+    # The PyTorch reference iteration on the same GPU (FP32; phases and total), eager and
+    # compiled (torch.compile, mode default; "torch.compile: not available (...)" in the log and
+    # eager numbers when it cannot compile).
     if [[ -f "$bundle/reference/gta_torch.py" ]] && python3 -c 'import torch' 2>/dev/null; then
         for e in exp1 exp3; do
-            run "bench-torch-iteration-$e" "$bench_timeout" python3 "$bundle/reference/gta_torch.py" \
-                bench --device cuda --experiment "$e" --batch 100 --iters 20 --warmup 3 \
-                --threads 4 || true
+            for b in 100 64; do
+                for mode in eager compiled; do
+                    flag=()
+                    [[ $mode == compiled ]] && flag=(--compile)
+                    run "bench-torch-iteration-$e-b$b-$mode" "$bench_timeout" python3 \
+                        "$bundle/reference/gta_torch.py" bench --device cuda --experiment "$e" \
+                        --batch "$b" --iters 20 --warmup 3 --threads 4 ${flag[@]+"${flag[@]}"} \
+                        --out "$bench_out/torch_iteration-$e-b$b-$mode.json" || true
+                done
+            done
         done
     fi
     if [[ -x "$bundle/benches/kernels" ]]; then
-        GTADAPT_BENCH_DEVICE=cuda run "bench-kernels" "$bench_timeout" \
-            "$bundle/benches/kernels" --bench || true
+        # cudarc loads libcudnn / libcublas by name: PyTorch's pip wheels ship them under
+        # site-packages/nvidia/{cudnn,cublas}/lib (or torch/lib). Harmless when absent: the
+        # bench then prints "cuDNN: not available (...)" and leaves those columns n/a.
+        vendor_libs="$(python3 - "$report_dir" 2>/dev/null <<'PY' || true
+import glob, os, site, sys
+roots = list(site.getsitepackages()) + [site.getusersitepackages()]
+try:
+    import torch
+    roots.append(os.path.dirname(os.path.dirname(torch.__file__)))
+except Exception:
+    pass
+dirs = []
+for r in roots:
+    for pat in ("nvidia/cudnn/lib", "nvidia/cublas/lib", "nvidia/cu13/lib", "torch/lib"):
+        for d in glob.glob(os.path.join(r, pat)):
+            if os.path.isdir(d) and d not in dirs:
+                dirs.append(d)
+# cudarc (built for CUDA 12) tries libcublas.so, libcublas.so.12, ... but not .so.13 (CUDA 13
+# wheels): a symlink named libcublas.so in a folder of the report makes any of them loadable.
+shim = os.path.join(sys.argv[1], "vendor-libs")
+for lib in ("cublas", "cudnn"):
+    found = [os.path.join(d, f) for d in dirs for f in sorted(os.listdir(d))
+             if f.startswith("lib%s.so" % lib)]
+    if found:
+        os.makedirs(shim, exist_ok=True)
+        link = os.path.join(shim, "lib%s.so" % lib)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(found[-1], link)
+if os.path.isdir(shim):
+    dirs.insert(0, shim)
+print(":".join(dirs))
+PY
+)"
+        GTADAPT_BENCH_DEVICE=cuda LD_LIBRARY_PATH="${vendor_libs:+$vendor_libs:}${LD_LIBRARY_PATH:-}" \
+            run "bench-kernels" "$bench_timeout" "$bundle/benches/kernels" --bench || true
+        echo "vendor libraries: ${vendor_libs:-none found}" >>"$report_dir/logs/bench-kernels.log"
     fi
     if [[ -x "$bundle/benches/train_step" ]]; then
         GTADAPT_BENCH_DEVICE=cuda GTADAPT_BENCH_EXPERIMENTS=exp1,exp3 GTADAPT_BENCH_BATCHES=100,64 \
@@ -179,6 +228,26 @@ fi
         sed 's/^# /### /' "$t"
         echo
     done
+    if compgen -G "$bench_out/torch_iteration-*.json" >/dev/null; then
+        echo "## PyTorch reference iteration (reference/gta_torch.py bench)"
+        echo
+        python3 - "$bench_out"/torch_iteration-*.json <<'PY' || true
+import json, sys
+print("| experiment | batch | mode | GPU | torch | ms / iteration (median) | phases ms | compile |")
+print("|---|---:|---|---|---|---:|---|---|")
+for p in sys.argv[1:]:
+    j = json.load(open(p))
+    m = j["median_s"]
+    ph = ", ".join(f"{k} {1e3 * v:.1f}" for k, v in m.items() if k != "total")
+    c = j.get("compile", {})
+    note = "-" if not c.get("requested") else (
+        f"ok, first step {c.get('first_step_s')} s" if c.get("ok")
+        else f"not available ({c.get('error')})")
+    print(f"| {j['experiment']} | {j['batch']} | {j.get('mode', 'eager')} | {j.get('gpu')} | "
+          f"{j['torch']} | {1e3 * m['total']:.2f} | {ph} | {note} |")
+PY
+        echo
+    fi
     cat "$report.sections"
 } >"$report"
 rm -f "$report.sections"

@@ -11,6 +11,12 @@
 //! of the roofline: `max(FLOP / GEMM ceiling, bytes / copy ceiling) / time`.
 //!
 //! Data are random (never zeros), drawn once per buffer and uploaded to every set.
+//!
+//! [`vendor`] adds cuDNN and cuBLAS, called through cudarc's bindings on the same shapes with
+//! the same protocol, beside the conv and linear rows and the GEMM ceiling (CUDA only; "n/a"
+//! where the libraries cannot be loaded).
+
+pub mod vendor;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -407,6 +413,8 @@ pub struct Row {
     pub sets: usize,
     /// PyTorch's median ms for the same row, when its JSON was given.
     pub torch_ms: Option<f64>,
+    /// cuDNN / cuBLAS through cudarc on the same shape ([`vendor::run`]), when measured.
+    pub vendor: Option<vendor::VendorTiming>,
     pub note: String,
 }
 
@@ -422,12 +430,18 @@ pub struct Ceilings {
     pub torch_fp32_gflops: Option<f64>,
     pub torch_tf32_gflops: Option<f64>,
     pub torch_copy_gbs: Option<f64>,
+    /// cuBLAS through cudarc ([`vendor::run`]) at the same size: cublasSgemm and cublasGemmEx
+    /// with TF32 compute.
+    pub cublas_fp32_gflops: Option<f64>,
+    pub cublas_tf32_gflops: Option<f64>,
 }
 
 impl Ceilings {
     /// The compute ceiling used for "% of roofline": the best FP32 (not TF32) GEMM measured.
     pub fn fp32_peak(&self) -> f64 {
-        self.gemm_gflops.max(self.torch_fp32_gflops.unwrap_or(0.0))
+        self.gemm_gflops
+            .max(self.torch_fp32_gflops.unwrap_or(0.0))
+            .max(self.cublas_fp32_gflops.unwrap_or(0.0))
     }
     pub fn bandwidth(&self) -> f64 {
         self.copy_gbs.max(self.torch_copy_gbs.unwrap_or(0.0))
@@ -448,9 +462,47 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// PyTorch's version and device, when its JSON was joined.
     pub torch: Option<String>,
+    /// cuDNN / cuBLAS: version or why not available.
+    pub vendor: vendor::Vendors,
 }
 
 impl Row {
+    /// The vendor cells of the markdown table: FP32 ms, TF32 ms, ours / vendor FP32. "n/a"
+    /// where a vendor stands beside this family but was not measured (not loadable, not on
+    /// CUDA, or failed: see the JSON's note); "-" where no vendor stands beside it.
+    pub fn vendor_cells(&self) -> [String; 3] {
+        if vendor::vendor_of(self.family).is_none() {
+            return ["-".into(), "-".into(), "-".into()];
+        }
+        let v = self.vendor.as_ref();
+        let ms = |x: Option<f64>| x.map(|m| format!("{m:.4}")).unwrap_or_else(|| "n/a".into());
+        let fp32 = v.and_then(|v| v.ms);
+        let ratio = match (self.ms, fp32) {
+            (Some(o), Some(f)) if f > 0.0 => format!("{:.2}", o / f),
+            _ => "n/a".into(),
+        };
+        [ms(fp32), ms(v.and_then(|v| v.tf32_ms)), ratio]
+    }
+
+    /// The row's vendor figures for the JSON: null where no vendor stands beside the family,
+    /// else {lib, status ("measured" or "n/a"), ms, tf32_ms, ours_over_vendor, note}.
+    pub fn vendor_json(&self) -> serde_json::Value {
+        let Some(lib) = vendor::vendor_of(self.family) else {
+            return serde_json::Value::Null;
+        };
+        let v = self.vendor.clone().unwrap_or_default();
+        let measured = v.ms.is_some() || v.tf32_ms.is_some();
+        serde_json::json!({
+            "lib": lib,
+            "status": if measured { "measured" } else { "n/a" },
+            "ms": v.ms,
+            "tf32_ms": v.tf32_ms,
+            "ours_over_vendor": self.ms.zip(v.ms).filter(|(_, f)| *f > 0.0).map(|(o, f)| o / f),
+            "ours_over_vendor_tf32": self.ms.zip(v.tf32_ms).filter(|(_, f)| *f > 0.0).map(|(o, f)| o / f),
+            "note": v.note,
+        })
+    }
+
     pub fn gflops(&self) -> Option<f64> {
         self.ms
             .filter(|_| self.flop > 0.0)
@@ -479,7 +531,20 @@ impl Row {
     }
 }
 
-fn median(mut t: Vec<f64>) -> (f64, f64) {
+/// Geometric mean (None when empty).
+fn geomean(x: &[f64]) -> Option<f64> {
+    (!x.is_empty()).then(|| (x.iter().map(|v| v.ln()).sum::<f64>() / x.len() as f64).exp())
+}
+
+fn vendor_status_json(r: &Result<String, String>) -> serde_json::Value {
+    match r {
+        Ok(v) => serde_json::json!({"available": true, "version": v}),
+        Err(e) => serde_json::json!({"available": false, "reason": e}),
+    }
+}
+
+/// (median, minimum) of `t` (non-empty).
+pub(crate) fn median(mut t: Vec<f64>) -> (f64, f64) {
     t.sort_by(f64::total_cmp);
     let m = t.len() / 2;
     let med = if t.len() % 2 == 1 {
@@ -490,8 +555,15 @@ fn median(mut t: Vec<f64>) -> (f64, f64) {
     (med, t[0])
 }
 
+/// How many buffer sets of `set_bytes` to rotate over so that together they hold at least
+/// [`Config::rotate_bytes`] (1 to [`Config::max_sets`]).
+pub(crate) fn sets_for(cfg: &Config, set_bytes: f64) -> usize {
+    let want = (cfg.rotate_bytes as f64 / set_bytes.max(1.0)).ceil() as usize;
+    want.clamp(1, cfg.max_sets.max(1))
+}
+
 /// Uniform values in [-1, 1) from a xorshift stream (never all zeros).
-fn random(n: usize, seed: &mut u64) -> Vec<f32> {
+pub(crate) fn random(n: usize, seed: &mut u64) -> Vec<f32> {
     (0..n)
         .map(|_| {
             *seed ^= *seed << 13;
@@ -517,8 +589,7 @@ impl<M: BenchTarget> Harness<'_, M> {
 
     /// How many buffer sets of `set_bytes` to rotate over.
     fn sets_for(&self, set_bytes: f64) -> usize {
-        let want = (self.cfg.rotate_bytes as f64 / set_bytes.max(1.0)).ceil() as usize;
-        want.clamp(1, self.cfg.max_sets.max(1))
+        sets_for(self.cfg, set_bytes)
     }
 
     /// `sets` device copies of `host`.
@@ -574,6 +645,7 @@ impl<M: BenchTarget> Harness<'_, M> {
             min_ms,
             sets,
             torch_ms: None,
+            vendor: None,
             note,
         });
     }
@@ -1059,6 +1131,7 @@ pub fn run<M: BenchTarget>(exec: &M, cfg: &Config, log: bool) -> Result<Report, 
         ceilings,
         rows: h.rows,
         torch: None,
+        vendor: vendor::Vendors::default(),
     })
 }
 
@@ -1170,15 +1243,21 @@ impl Report {
             v.map(|x| format!("{x:.1} {unit}"))
                 .unwrap_or_else(|| "not measured".into())
         };
+        let na = |v: Option<f64>| {
+            v.map(|x| format!("{x:.1} GFLOP/s"))
+                .unwrap_or_else(|| "n/a".into())
+        };
         let _ = writeln!(
             s,
-            "- ceilings measured in this run: device copy {:.1} GB/s (ours) / {} (PyTorch); FP32 GEMM {}³ {:.1} GFLOP/s (ours, linear_gemm_nt) / {} (cuBLAS via PyTorch); TF32 GEMM {}",
+            "- ceilings measured in this run: device copy {:.1} GB/s (ours) / {} (PyTorch); FP32 GEMM {}³ {:.1} GFLOP/s (ours, linear_gemm_nt) / {} (cuBLAS via PyTorch) / {} (cuBLAS SGEMM via cudarc); TF32 GEMM {} (PyTorch) / {} (cuBLAS GemmEx TF32 via cudarc)",
             c.copy_gbs,
             opt(c.torch_copy_gbs, "GB/s"),
             c.gemm_size,
             c.gemm_gflops,
             opt(c.torch_fp32_gflops, "GFLOP/s"),
+            na(c.cublas_fp32_gflops),
             opt(c.torch_tf32_gflops, "GFLOP/s"),
+            na(c.cublas_tf32_gflops),
         );
         let _ = writeln!(
             s,
@@ -1188,18 +1267,23 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "- vendor: {}\n",
-            self.torch.as_deref().unwrap_or(
-                "PyTorch not joined (run reference/bench_ops.py first; cuDNN/cuBLAS through cudarc are not built in)"
-            )
+            "- PyTorch: {}",
+            self.torch
+                .as_deref()
+                .unwrap_or("not joined (run reference/bench_ops.py first)")
+        );
+        let [dnn, blas] = self.vendor.lines();
+        let _ = writeln!(
+            s,
+            "- vendor columns (cudarc's own bindings, same shapes and protocol; cuDNN: fastest algorithm of cudnnFind*, FP32 = FMA math, TF32 = tensor-op math; cuBLAS: Sgemm / GemmEx TF32, no bias): {dnn}; {blas}\n"
         );
         let _ = writeln!(
             s,
-            "| family | layer | direction | shape | GFLOP | MB | ms | GFLOP/s | GB/s | bound | % roofline | PyTorch ms | PyTorch / ours |"
+            "| family | layer | direction | shape | GFLOP | MB | ms | GFLOP/s | GB/s | bound | % roofline | PyTorch ms | PyTorch / ours | vendor FP32 ms | vendor TF32 ms | ours / vendor FP32 |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+            "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
         );
         for r in &self.rows {
             let f = |v: Option<f64>, p: usize| {
@@ -1213,9 +1297,10 @@ impl Report {
                 (Some(t), Some(o)) if o > 0.0 => format!("{:.2}", t / o),
                 _ => "-".into(),
             };
+            let [v32, vtf, vratio] = r.vendor_cells();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.4} | {:.3} | {ms} | {} | {} | {} | {} | {} | {ratio} |",
+                "| {} | {} | {} | {} | {:.4} | {:.3} | {ms} | {} | {} | {} | {} | {} | {ratio} | {v32} | {vtf} | {vratio} |",
                 r.family,
                 r.name,
                 r.direction,
@@ -1251,6 +1336,33 @@ impl Report {
                 "\nGeometric mean of PyTorch ms / ours ms (> 1: ours faster):\n\n| family | rows | geomean |\n|---|---:|---:|\n{lines}"
             );
         }
+        let mut lines = String::new();
+        for fam in ["conv", "linear"] {
+            for (label, pick) in [
+                (
+                    "FP32",
+                    (|v| v.ms) as fn(&vendor::VendorTiming) -> Option<f64>,
+                ),
+                ("TF32", |v| v.tf32_ms),
+            ] {
+                let ratios: Vec<f64> = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.family == fam)
+                    .filter_map(|r| Some(r.ms? / pick(r.vendor.as_ref()?)?))
+                    .filter(|x| *x > 0.0 && x.is_finite())
+                    .collect();
+                let g = geomean(&ratios)
+                    .map(|g| format!("{g:.2}"))
+                    .unwrap_or_else(|| "n/a".into());
+                let lib = vendor::vendor_of(fam).unwrap_or("-");
+                let _ = writeln!(lines, "| {fam} | {lib} {label} | {} | {g} |", ratios.len());
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nGeometric mean of ours ms / vendor ms (< 1: ours faster; n/a: vendor not measured):\n\n| family | vendor | rows | geomean |\n|---|---|---:|---:|\n{lines}"
+        );
         s
     }
 
@@ -1277,6 +1389,7 @@ impl Report {
                     "roofline_pct": r.roofline_pct(c),
                     "sets": r.sets,
                     "torch_ms": r.torch_ms,
+                    "vendor": r.vendor_json(),
                     "note": r.note,
                 })
             })
@@ -1302,6 +1415,12 @@ impl Report {
                 "torch_fp32_gflops": c.torch_fp32_gflops,
                 "torch_tf32_gflops": c.torch_tf32_gflops,
                 "torch_copy_gbs": c.torch_copy_gbs,
+                "cublas_fp32_gflops": c.cublas_fp32_gflops,
+                "cublas_tf32_gflops": c.cublas_tf32_gflops,
+            },
+            "vendor": {
+                "cudnn": vendor_status_json(&self.vendor.cudnn),
+                "cublas": vendor_status_json(&self.vendor.cublas),
             },
             "rows": rows,
         })

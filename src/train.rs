@@ -576,21 +576,9 @@ fn run_with<B: Backend>(
         std::fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
     }
 
-    let source: Dataset = data::open(&cfg.source).map_err(data_err)?;
-    let target: Dataset = data::open(&cfg.target).map_err(data_err)?;
-    let src_batches = Batcher::train(&source.train, cfg.batch_size, cfg.seed).map_err(data_err)?;
-    let tgt_batches = Batcher::train(&target.train, cfg.batch_size, cfg.seed ^ TARGET_SHUFFLE)
-        .map_err(data_err)?;
-    let mut per_epoch = src_batches.len().min(tgt_batches.len());
-    if cfg.experiment == Experiment::SourceOnly {
-        per_epoch = src_batches.len();
-    }
-    if let Some(cap) = cfg.iters_per_epoch {
-        per_epoch = per_epoch.min(cap);
-    }
-    if per_epoch == 0 {
-        return Err(Error::invalid("train", "an epoch would have no iterations"));
-    }
+    let data = RunData::open(&cfg)?;
+    let (source, target, per_epoch) = (&data.source, &data.target, data.per_epoch);
+    let (src_batches, tgt_batches) = (&data.src_batches, &data.tgt_batches);
 
     // Batches are gathered on the backend from its resident copy of the images where it keeps
     // one (the GPU, dataset normalization), else prepared by the host pipeline and uploaded.
@@ -645,32 +633,7 @@ fn run_with<B: Backend>(
         // the backend as a schedule: a GPU then reads them on the device, which lets it replay
         // one captured iteration for the others.
         let scheduled = match &resident {
-            Some((src_images, tgt_images)) => {
-                let source_only = cfg.experiment == Experiment::SourceOnly;
-                let rows = |r: Vec<Vec<usize>>| -> Vec<u32> {
-                    r[..per_epoch].iter().flatten().map(|&i| i as u32).collect()
-                };
-                let mut tables = vec![(src_images, rows(src_batches.batch_indices(e)))];
-                if !source_only {
-                    tables.push((tgt_images, rows(tgt_batches.batch_indices(e))));
-                }
-                let first = trainer.iteration - skip as u64;
-                let per = (cfg.batch_size * nz) as u64;
-                backend.load_schedule(&Schedule {
-                    steps: per_epoch,
-                    start: skip,
-                    batch: cfg.batch_size,
-                    rows: tables,
-                    noise: Some((
-                        cfg.seed,
-                        NOISE_STREAM,
-                        (0..per_epoch as u64)
-                            .map(|k| (first + k) * 2 * per)
-                            .collect(),
-                    )),
-                    adam: trainer.adam_schedule(first, per_epoch),
-                })?
-            }
+            Some(images) => load_epoch_schedule(&backend, &cfg, &trainer, images, &data, e, skip)?,
             None => false,
         };
         if resident.is_some() && !scheduled {
@@ -699,22 +662,7 @@ fn run_with<B: Backend>(
                 let capturing = !sample && i > skip && backend.capture_begin()?;
                 let counters_before = trainer.host_counters();
                 let batch = match (&resident, host_batches.as_mut()) {
-                    (Some((src_images, tgt_images)), _) => {
-                        let (x_s, x_s_unit, y_s) = backend.scheduled_batch(src_images)?;
-                        let (x_t, x_t_unit) = if cfg.experiment == Experiment::SourceOnly {
-                            (x_s.clone(), x_s_unit.clone())
-                        } else {
-                            let (x, u, _) = backend.scheduled_batch(tgt_images)?;
-                            (x, u)
-                        };
-                        Batch {
-                            x_s,
-                            x_s_unit,
-                            y_s,
-                            x_t,
-                            x_t_unit,
-                        }
-                    }
+                    (Some(images), _) => scheduled_batch(&backend, cfg.experiment, images)?,
                     (None, Some(batches)) => {
                         let (bs, bt) = batches.next().ok_or_else(|| {
                             Error::invalid("train", "the batch pipeline ended early")
@@ -733,11 +681,7 @@ fn run_with<B: Backend>(
                     (None, None) => unreachable!("one batch source is always set"),
                 };
                 let noise = if scheduled {
-                    let per = noise_shape.numel() as u64;
-                    Noise {
-                        z_s: backend.scheduled_normal(0, &noise_shape)?,
-                        z_t: backend.scheduled_normal(per, &noise_shape)?,
-                    }
+                    scheduled_noise(&backend, &noise_shape)?
                 } else {
                     noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?
                 };
@@ -885,6 +829,115 @@ fn run_with<B: Backend>(
     })
 }
 
+/// A run's datasets, batchers and iterations per epoch.
+struct RunData {
+    source: Dataset,
+    target: Dataset,
+    src_batches: Batcher,
+    tgt_batches: Batcher,
+    per_epoch: usize,
+}
+
+impl RunData {
+    fn open(cfg: &RunConfig) -> Result<Self> {
+        let source: Dataset = data::open(&cfg.source).map_err(data_err)?;
+        let target: Dataset = data::open(&cfg.target).map_err(data_err)?;
+        let src_batches =
+            Batcher::train(&source.train, cfg.batch_size, cfg.seed).map_err(data_err)?;
+        let tgt_batches = Batcher::train(&target.train, cfg.batch_size, cfg.seed ^ TARGET_SHUFFLE)
+            .map_err(data_err)?;
+        let mut per_epoch = src_batches.len().min(tgt_batches.len());
+        if cfg.experiment == Experiment::SourceOnly {
+            per_epoch = src_batches.len();
+        }
+        if let Some(cap) = cfg.iters_per_epoch {
+            per_epoch = per_epoch.min(cap);
+        }
+        if per_epoch == 0 {
+            return Err(Error::invalid("train", "an epoch would have no iterations"));
+        }
+        Ok(RunData {
+            source,
+            target,
+            src_batches,
+            tgt_batches,
+            per_epoch,
+        })
+    }
+}
+
+/// Hands the backend epoch `e`'s schedule (from entry `skip` on): its batch rows, noise
+/// offsets and Adam scalars, which a GPU then reads on the device — what lets it replay one
+/// captured iteration for the others. `Ok(false)`: the backend takes no schedule.
+fn load_epoch_schedule<B: Backend>(
+    backend: &B,
+    cfg: &RunConfig,
+    trainer: &Trainer<B>,
+    (src_images, tgt_images): &(B::Images, B::Images),
+    data: &RunData,
+    e: u64,
+    skip: usize,
+) -> Result<bool> {
+    let per_epoch = data.per_epoch;
+    let rows = |r: Vec<Vec<usize>>| -> Vec<u32> {
+        r[..per_epoch].iter().flatten().map(|&i| i as u32).collect()
+    };
+    let mut tables = vec![(src_images, rows(data.src_batches.batch_indices(e)))];
+    if cfg.experiment != Experiment::SourceOnly {
+        tables.push((tgt_images, rows(data.tgt_batches.batch_indices(e))));
+    }
+    let first = trainer.iteration - skip as u64;
+    let per = (cfg.batch_size * cfg.hyper.widths.nz) as u64;
+    backend.load_schedule(&Schedule {
+        steps: per_epoch,
+        start: skip,
+        batch: cfg.batch_size,
+        rows: tables,
+        noise: Some((
+            cfg.seed,
+            NOISE_STREAM,
+            (0..per_epoch as u64)
+                .map(|k| (first + k) * 2 * per)
+                .collect(),
+        )),
+        adam: trainer.adam_schedule(first, per_epoch),
+    })
+}
+
+/// The current scheduled iteration's batch, gathered on the backend (source-only has no
+/// target batch: F's target input is the source batch, unused).
+fn scheduled_batch<B: Backend>(
+    backend: &B,
+    experiment: Experiment,
+    (src_images, tgt_images): &(B::Images, B::Images),
+) -> Result<crate::gta::BackendBatch<B>> {
+    let (x_s, x_s_unit, y_s) = backend.scheduled_batch(src_images)?;
+    let (x_t, x_t_unit) = if experiment == Experiment::SourceOnly {
+        (x_s.clone(), x_s_unit.clone())
+    } else {
+        let (x, u, _) = backend.scheduled_batch(tgt_images)?;
+        (x, u)
+    };
+    Ok(Batch {
+        x_s,
+        x_s_unit,
+        y_s,
+        x_t,
+        x_t_unit,
+    })
+}
+
+/// The current scheduled iteration's noise: z_s, then z_t right after it.
+fn scheduled_noise<B: Backend>(
+    backend: &B,
+    shape: &crate::shape::Shape,
+) -> Result<Noise<B::Tensor>> {
+    Ok(Noise {
+        z_s: backend.scheduled_normal(0, shape)?,
+        z_t: backend.scheduled_normal(shape.numel() as u64, shape)?,
+    })
+}
+
 /// The device memory a GPU run of `cfg` needs — persistent state (parameters, batch-norm
 /// buffers, Adam moments, the resident training images) and the per-iteration arena's peak
 /// over a training iteration and an evaluation chunk — found by running them on the
@@ -902,22 +955,42 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
     let backend = Gpu::new(planner.clone());
     let mut trainer =
         Trainer::new(cfg.experiment, cfg.hyper, cfg.seed).to_backend(backend.clone())?;
+    let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?; // the loss sums
+    let n = cfg.batch_size;
+    // Two iterations as the run makes them: the first sizes the arena, the second runs inside
+    // it (and is what a CUDA graph captures: its launches are counted).
+    let mut launches = 0;
     if cfg.input_norm == InputNorm::Dataset {
-        for name in [&cfg.source, &cfg.target] {
-            let d: Dataset = data::open(name).map_err(data_err)?;
-            backend.resident_split(&d.train)?;
+        let data = RunData::open(cfg)?;
+        let resident = match (
+            backend.resident_split(&data.source.train)?,
+            backend.resident_split(&data.target.train)?,
+        ) {
+            (Some(s), Some(t)) => (s, t),
+            _ => return Err(Error::invalid("plan", "the GPU backend keeps no images")),
+        };
+        load_epoch_schedule(&backend, cfg, &trainer, &resident, &data, 1, 0)?;
+        let shape = crate::shape::Shape::new(&[n, cfg.hyper.widths.nz]);
+        for _ in 0..2 {
+            let before = planner.launches();
+            backend.begin_iteration()?;
+            let batch = scheduled_batch(&backend, cfg.experiment, &resident)?;
+            let noise = scheduled_noise(&backend, &shape)?;
+            let l = trainer.step_deferred(&batch, &noise)?;
+            backend.accumulate(&mut acc, &l)?;
+            backend.advance_schedule()?;
+            launches = planner.launches() - before;
+        }
+    } else {
+        let images = Tensor::zeros([n, 3, 32, 32])?;
+        let batch = Batch::from_normalized(images.clone(), vec![0; n], images)?;
+        let noise = noise_for(cfg.seed, 0, n, cfg.hyper.widths.nz)?;
+        for _ in 0..2 {
+            let before = planner.launches();
+            trainer.step(&batch, &noise)?;
+            launches = planner.launches() - before;
         }
     }
-    backend.upload_persistent(&Tensor::zeros([4])?)?; // the loss sums
-    let n = cfg.batch_size;
-    let images = Tensor::zeros([n, 3, 32, 32])?;
-    let batch = Batch::from_normalized(images.clone(), vec![0; n], images)?;
-    let noise = noise_for(cfg.seed, 0, n, cfg.hyper.widths.nz)?;
-    // Two iterations: the first sizes the arena, the second runs inside it.
-    trainer.step(&batch, &noise)?;
-    let before = planner.launches();
-    trainer.step(&batch, &noise)?;
-    let launches = planner.launches() - before;
     let mut counter = backend.counter()?;
     let x = Tensor::zeros([EVAL_CHUNK, 3, 32, 32])?;
     trainer.add_correct(&x, &[0; EVAL_CHUNK], &mut counter)?;

@@ -411,10 +411,16 @@ impl<M: Memory> Gpu<M> {
         if table.len() == data.len() {
             table.write(data)?;
         } else {
-            *table = self.upload_table(data)?;
+            let old = std::mem::replace(table, self.upload_table(data)?);
+            self.release_table(&old);
             self.inner.layout.set(self.inner.layout.get() + 1);
         }
         Ok(())
+    }
+
+    /// Takes a table that is being dropped off the persistent count.
+    fn release_table<T: DeviceRepr>(&self, old: &M::Buf<T>) {
+        *self.inner.persistent_bytes.borrow_mut() -= old.len() * std::mem::size_of::<T>();
     }
 
     /// The segment table of Adam slot `slot` for these parameters, gradients and states,
@@ -462,7 +468,9 @@ impl<M: Memory> Gpu<M> {
             let dev = self.upload_table(&segs)?;
             // A graph may hold the old table's address.
             self.inner.layout.set(self.inner.layout.get() + 1);
-            tables.insert(slot, (segs, dev));
+            if let Some((_, old)) = tables.insert(slot, (segs, dev)) {
+                self.release_table(&old);
+            }
         }
         Ok(max_n)
     }

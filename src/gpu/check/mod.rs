@@ -12,8 +12,9 @@
 //!
 //! The fused losses (cross_entropy_fused, bce_fused: loss and saved gradient in one one-block
 //! launch; loss_grad_scale: their backward) sum in exactly the two-launch path's order, so
-//! their loss must have the two-launch path's bits on the same executor (a property checked
-//! here) and therefore the same [`sum_bound`] against the CPU; the saved gradient (the CPU's
+//! their loss has the two-launch path's bits on the emulator (a property checked here; on a GPU
+//! within twice the bound, see `same_sum`) and the same [`sum_bound`] against the CPU; the
+//! saved gradient (the CPU's
 //! gradient at upstream g = n, where g/n = 1 exactly) and the scaled one are the CPU's bits on
 //! the emulator ([`libm_ulps`] on a GPU).
 //!
@@ -665,12 +666,7 @@ pub fn cross_entropy<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(
             let cpu = cpu_loss::cross_entropy_forward(&logits, [n, k], &labels).unwrap_or(f32::NAN);
             r.within("cross_entropy_fused mean", &s, got, cpu, bound);
             let two = out.read()?[0];
-            r.holds(
-                "cross_entropy_fused mean = two-launch bits",
-                &s,
-                got.to_bits() == two.to_bits(),
-                || format!("fused {got:e}, two launches {two:e}"),
-            );
+            same_sum(r, exec, "cross_entropy_fused", &s, got, two, bound);
             // The saved gradient of the summed loss: the CPU's at g = n (g/n = 1 exactly).
             let want = cpu_loss::cross_entropy_backward(&logits, [n, k], &labels, n as f32)
                 .unwrap_or_default();
@@ -722,6 +718,35 @@ pub fn cross_entropy<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(
         r.holds(k, "[1,7]", ok, || format!("got {v:e}, grad {g:?}"));
     }
     Ok(())
+}
+
+/// A fused loss's mean against the two-launch path's: the same terms added in the same order,
+/// so the same bits on the emulator. On a GPU the compiler may contract the per-term
+/// expressions differently in the two kernels (the order is still the same), so there both
+/// are only held to their common bound against the CPU: |fused − two| ≤ 2·`bound`.
+fn same_sum<M: Memory>(
+    r: &mut Report,
+    exec: &M,
+    kernel: &str,
+    size: &str,
+    fused: f32,
+    two: f32,
+    bound: f64,
+) {
+    if exec.name() == "emulator" {
+        let k = format!("{kernel} mean = two-launch bits");
+        r.holds(&k, size, fused.to_bits() == two.to_bits(), || {
+            format!("fused {fused:e}, two launches {two:e}")
+        });
+    } else {
+        r.within(
+            &format!("{kernel} mean vs two-launch"),
+            size,
+            fused,
+            two,
+            2.0 * bound,
+        );
+    }
 }
 
 pub fn bce<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuError> {
@@ -801,12 +826,8 @@ pub fn bce<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuErro
                 let cpu = cpu_loss::bce_with_logits_forward(&x, &cpu_t).unwrap_or(f32::NAN);
                 r.within("bce_fused mean", &s, got, cpu, sum_bound(&want_terms, ulps));
                 let two = out.read()?[0];
-                r.holds(
-                    "bce_fused mean = two-launch bits",
-                    &s,
-                    got.to_bits() == two.to_bits(),
-                    || format!("fused {got:e}, two launches {two:e}"),
-                );
+                let bound = sum_bound(&want_terms, ulps);
+                same_sum(r, exec, "bce_fused", &s, got, two, bound);
                 let want =
                     cpu_loss::bce_with_logits_backward(&x, &cpu_t, n as f32).unwrap_or_default();
                 r.ulps("bce_fused grad", &s, &grad.read()?, &want, ulps);

@@ -13,6 +13,11 @@
 //                             two f32 is exact in f64); gb = Σ gy, gw = Σ gy·x̂, gx = (weight·
 //                             invstd)·((gy − f32(Σgy/count)) − x̂·f32(Σgy·x̂/count)).
 //   batchnorm_backward_eval   the same sums with the running statistics; gx = gy·(weight·invstd).
+//   Both backwards take the forward's fused activation (`act`, `slope`) and output `y`: they
+//   use g = act'(y)·gy (ReLU: y > 0 ? gy : 0; LeakyReLU: y > 0 ? gy : fl(gy·slope)) wherever
+//   gy appears above, computed on the fly from y — the bits activation_backward would have
+//   written, without its launch and its intermediate tensor (sign(y) = sign(x̂·w + b) for these
+//   activations, so y decides the branch as the pre-activation value would).
 //
 // Why f64 accumulation: a channel holds count = N·H·W values (65 536 for D's first layer at
 // batch 64); an f32 sum of that many loses up to ~count·2^-24 relative, an f64 sum ~count·2^-53,
@@ -30,7 +35,8 @@
 // (GTA_BN_THREADS), chunks grid-stride over the channel's count values.
 // Cost per element: train forward 3 reads (two statistic passes + normalize) + 1 write, ~8 FLOP
 // (3 of them f64); backward train 2×(x, gy) reads + 1 write, ~10 FLOP; eval forward 1 read +
-// 1 write, 3 FLOP; eval backward 2 reads + 1 write, ~5 FLOP.
+// 1 write, 3 FLOP; eval backward 2 reads + 1 write, ~5 FLOP. A fused activation adds one read
+// of y per read of gy (and saves the separate activation backward's 2 reads + 1 write).
 #include "common.cuh"
 
 // Offset of element i (< n·hw) of channel ch: image i / hw, position i % hw.
@@ -42,6 +48,15 @@ __device__ __forceinline__ float gta_bn_act(float v, int act, float slope) {
     if (act == GTA_ACT_RELU) return v > 0.0f ? v : 0.0f;
     if (act == GTA_ACT_LEAKY_RELU) return v > 0.0f ? v : __fmul_rn(v, slope);
     return v;
+}
+
+// g = act'(y[o])·gy[o] for the fused activation (GTA_BN_ACT_NONE: gy[o]); y is read only when
+// an activation is fused. The same operations as activation_backward (kernels/activation.cu).
+__device__ __forceinline__ float gta_bn_grad(const BatchNormBackwardParams& p, unsigned o) {
+    const float g = p.gy[o];
+    if (p.act == GTA_BN_ACT_NONE) return g;
+    if (p.y[o] > 0.0f) return g;
+    return p.act == GTA_ACT_LEAKY_RELU ? __fmul_rn(g, p.slope) : 0.0f;
 }
 
 // Sums of a and b over the block (exactly GTA_BN_THREADS threads): a shuffle-xor tree within
@@ -151,7 +166,7 @@ __device__ __forceinline__ void gta_bn_backward(const BatchNormBackwardParams& p
     if (sums || gx_now) {
         for (unsigned i = t; i < count; i += GTA_BN_THREADS) {
             const unsigned o = gta_bn_at(i, ch, p.c, p.hw);
-            const float g = p.gy[o];
+            const float g = gta_bn_grad(p, o);
             const float xhat = __fmul_rn(__fsub_rn(p.x[o], m), is);
             sg += (double)g;
             sgx += (double)g * (double)xhat; // exact product: an FMA changes nothing
@@ -171,7 +186,8 @@ __device__ __forceinline__ void gta_bn_backward(const BatchNormBackwardParams& p
     for (unsigned i = t; i < count; i += GTA_BN_THREADS) {
         const unsigned o = gta_bn_at(i, ch, p.c, p.hw);
         const float xhat = __fmul_rn(__fsub_rn(p.x[o], m), is);
-        const float inner = __fsub_rn(__fsub_rn(p.gy[o], mean_gy), __fmul_rn(xhat, mean_gy_xhat));
+        const float inner =
+            __fsub_rn(__fsub_rn(gta_bn_grad(p, o), mean_gy), __fmul_rn(xhat, mean_gy_xhat));
         p.gx[o] = __fmul_rn(k, inner);
     }
 }

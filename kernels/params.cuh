@@ -166,6 +166,35 @@ struct BceParams {
 };
 static_assert(sizeof(BceParams) == 40, "BceParams size");
 
+// Fused loss + gradient, ONE block of exactly GTA_REDUCE_THREADS threads (any other shape
+// writes NaN to out[0]). Cross-entropy over logits [n][k] (`x`, `labels`; `target*` unused) or
+// BCE with logits over x[n] (target per element or `target_const`; `labels`, `k` unused):
+// out[0] = (Σ terms, in reduce.cu's order) / divisor, and, when `grad` is non-null, the
+// gradient of the SUM of the terms (softmax − onehot; sigmoid(x) − t) into grad.
+struct LossFusedParams {
+    const float* x;
+    const unsigned* labels;
+    const float* target;
+    float* out;
+    float* grad;
+    unsigned n;
+    unsigned k;
+    float target_const;
+    float divisor;
+};
+static_assert(sizeof(LossFusedParams) == 56, "LossFusedParams size");
+
+// The backward of a fused loss: out[i] = (g[0]/divisor)·grad[i] (`g` the device scalar
+// gradient of the mean loss; grad what LossFusedParams wrote).
+struct LossGradScaleParams {
+    const float* grad;
+    const float* g;
+    float* out;
+    unsigned n;
+    float divisor;
+};
+static_assert(sizeof(LossGradScaleParams) == 32, "LossGradScaleParams size");
+
 // Number of rows whose argmax equals the label -> out[0] (added to it when `accumulate`).
 // One block of GTA_REDUCE_THREADS threads.
 struct CountCorrectParams {
@@ -374,11 +403,14 @@ static_assert(sizeof(BatchNormForwardParams) == 96, "BatchNormForwardParams size
 
 // Backward. Train: `mean`/`stat` are the saved batch mean and invstd. Eval: the running mean
 // and running var (invstd = 1/sqrt(var + eps), as the CPU computes it). gx, gw, gb may each be
-// null (not computed).
+// null (not computed). `act` (GTA_BN_ACT_NONE, GTA_ACT_RELU or GTA_ACT_LEAKY_RELU with
+// `slope`) is the forward's fused activation: `gy` is then the gradient of its output `y`
+// (read only when act ≠ GTA_BN_ACT_NONE; may be null otherwise).
 struct BatchNormBackwardParams {
     const float* x;
     const float* weight;
     const float* gy;
+    const float* y;
     const float* mean;
     const float* stat;
     float* gx;
@@ -388,8 +420,10 @@ struct BatchNormBackwardParams {
     unsigned c;
     unsigned hw;
     float eps;
+    int act;
+    float slope;
 };
-static_assert(sizeof(BatchNormBackwardParams) == 80, "BatchNormBackwardParams size");
+static_assert(sizeof(BatchNormBackwardParams) == 96, "BatchNormBackwardParams size");
 
 // ---- kernels/pool.cu (src/gpu/kernels/pool.rs) ----
 // Max pool, kernel = stride = k, floor mode: x [planes][h][w] -> y, argmax [planes][ho][wo]

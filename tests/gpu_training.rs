@@ -263,3 +263,88 @@ fn exp1_with_tf32_convolutions_stays_within_tf32_rounding() {
         "TF32 gave the FP32 kernels' bits: the tensor-core path did not run"
     );
 }
+
+/// On the GPU backend: batch norm + LeakyReLU/ReLU (train and eval) fused into one op each way
+/// gives the bits of the separate ops, and the losses (fused one-block kernels with a saved
+/// gradient; and, past one block, the multi-block kernels) give the CPU backend's gradients.
+#[test]
+fn fused_batch_norm_backward_and_losses_on_the_gpu_backend() {
+    use gtadapt::ops::activation::Activation;
+    use gtadapt::ops::batchnorm::{BatchNormParams, RunningStats};
+    use gtadapt::ops::loss::BceTarget;
+    use gtadapt::tape::Tape;
+
+    fn run<B: Backend>(backend: B, fused: bool, training: bool, act: Activation) -> Vec<Tensor> {
+        let mut tape = Tape::on(backend.clone());
+        let up = |t: Tensor| backend.upload(&t).unwrap();
+        let x = tape.param(up(normal(20, 0, &[3, 5, 4, 3], 1.5)));
+        let g = tape.param(up(normal(21, 0, &[5], 1.0)));
+        let beta = tape.param(up(normal(22, 0, &[5], 0.3)));
+        let mut running = backend.running_stats(&RunningStats::new(5)).unwrap();
+        let bn = BatchNormParams::default();
+        let y = if fused {
+            tape.batch_norm2d_act(x, g, beta, &mut running, training, bn, Some(act))
+                .unwrap()
+        } else {
+            let h = tape
+                .batch_norm2d(x, g, beta, &mut running, training, bn)
+                .unwrap();
+            tape.activation(h, act).unwrap()
+        };
+        // Cross-entropy over [3, 60] and BCE over the same values.
+        let logits = tape.reshape(y, &[3, 60]).unwrap();
+        let ce = tape.cross_entropy(logits, &[7, 0, 59]).unwrap();
+        let bce = tape.bce_with_logits(y, BceTarget::Constant(1.0)).unwrap();
+        let l = tape.add(ce, bce).unwrap();
+        let grads = tape.backward(l, &[x, g, beta]).unwrap();
+        let mut out = vec![backend.download(tape.value(l)).unwrap()];
+        out.extend(grads.iter().map(|t| backend.download(t).unwrap()));
+        out
+    }
+    let gpu = Gpu::new(Emulator::new());
+    for training in [true, false] {
+        for act in [Activation::Relu, Activation::LeakyRelu { slope: 0.2 }] {
+            let what = format!("training {training}, {}", act.name());
+            let a = run(gpu.clone(), false, training, act);
+            let b = run(gpu.clone(), true, training, act);
+            for (a, b) in a.iter().zip(&b) {
+                assert_eq!(a.data(), b.data(), "{what}: fused vs separate on the GPU");
+            }
+            let c = run(gtadapt::backend::Cpu, true, training, act);
+            for (i, (g, c)) in b.iter().zip(&c).enumerate() {
+                let d = max_diff(g.data(), c.data());
+                assert!(
+                    d <= 1e-5 * max_abs(c.data()).max(1.0),
+                    "{what}: output {i} vs the CPU: max |Δ| {d:e}"
+                );
+            }
+        }
+    }
+
+    // Past one block (> 65 536 logits): the multi-block path, same gradients as the CPU.
+    let n = gtadapt::gpu::kernels::loss::FUSED_MAX_ELEMENTS + 3;
+    let x = normal(23, 0, &[n], 3.0);
+    fn bce_of<B: Backend>(backend: B, x: &Tensor) -> (f32, Vec<f32>) {
+        let mut tape = Tape::on(backend.clone());
+        let v = tape.param(backend.upload(x).unwrap());
+        let l = tape.bce_with_logits(v, BceTarget::Constant(0.3)).unwrap();
+        let g = tape.backward(l, &[v]).unwrap();
+        let l = backend.download(tape.value(l)).unwrap().data()[0];
+        (l, backend.download(&g[0]).unwrap().data().to_vec())
+    }
+    let (lg, gg) = bce_of(gpu, &x);
+    let (lc, gc) = bce_of(gtadapt::backend::Cpu, &x);
+    // The means differ by their summation orders (sequential on the CPU, a tree on the GPU):
+    // the terms are positive, so Σ|t| = n·mean and gtadapt::gpu::check::sum_bound is this.
+    let u = f64::powi(2.0, -24);
+    let nf = n as f64;
+    let bound = (nf + nf / 256.0 + 10.0) * u * lc as f64 + 2.0 * u * lc as f64;
+    assert!(
+        ((lg - lc) as f64).abs() <= bound,
+        "{lg} vs {lc}, bound {bound:e}"
+    );
+    assert_eq!(
+        gg, gc,
+        "multi-block BCE gradient = the CPU's bits on the emulator"
+    );
+}

@@ -362,10 +362,21 @@ impl Backend for Cpu {
         x: &Tensor,
         weight: &Tensor,
         saved: &CpuBnSaved,
+        act: Option<Activation>,
+        y: &Tensor,
         gy: &Tensor,
         need: [bool; 3],
     ) -> Result<Grads3<Tensor>> {
         let x_dims = x.dims4("batch_norm2d backward")?;
+        // act'(y)·gy first, exactly the separate activation backward (the reference ops).
+        let g_act;
+        let gy = match act {
+            Some(a) => {
+                g_act = self.activation_backward(a, y, y, gy)?;
+                &g_act
+            }
+            None => gy,
+        };
         let g = match saved {
             CpuBnSaved::Batch(stats) => batch_norm2d_backward_train(
                 x.data(),
@@ -389,18 +400,21 @@ impl Backend for Cpu {
         layer_grads(g, [x.shape(), weight.shape(), weight.shape()])
     }
 
-    fn cross_entropy(&self, logits: &Tensor, labels: &Vec<u32>) -> Result<Tensor> {
+    fn cross_entropy(
+        &self,
+        logits: &Tensor,
+        labels: &Vec<u32>,
+        _want_grad: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let dims = logits.dims2("cross_entropy")?;
-        Ok(Tensor::scalar(cross_entropy_forward(
-            logits.data(),
-            dims,
-            labels,
-        )?))
+        let loss = cross_entropy_forward(logits.data(), dims, labels)?;
+        Ok((Tensor::scalar(loss), None))
     }
     fn cross_entropy_backward(
         &self,
         logits: &Tensor,
         labels: &Vec<u32>,
+        _saved: Option<&Tensor>,
         g: &Tensor,
     ) -> Result<Tensor> {
         const OP: &str = "cross_entropy";
@@ -408,16 +422,20 @@ impl Backend for Cpu {
         let dx = cross_entropy_backward(logits.data(), dims, labels, scalar_grad(OP, g)?)?;
         Tensor::new(logits.shape().clone(), dx)
     }
-    fn bce_with_logits(&self, logits: &Tensor, target: &BceTarget<f32>) -> Result<Tensor> {
-        Ok(Tensor::scalar(bce_with_logits_forward(
-            logits.data(),
-            target,
-        )?))
+    fn bce_with_logits(
+        &self,
+        logits: &Tensor,
+        target: &BceTarget<f32>,
+        _want_grad: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let loss = bce_with_logits_forward(logits.data(), target)?;
+        Ok((Tensor::scalar(loss), None))
     }
     fn bce_with_logits_backward(
         &self,
         logits: &Tensor,
         target: &BceTarget<f32>,
+        _saved: Option<&Tensor>,
         g: &Tensor,
     ) -> Result<Tensor> {
         let g = scalar_grad("bce_with_logits", g)?;

@@ -1321,6 +1321,8 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         x: &GpuTensor<M>,
         weight: &GpuTensor<M>,
         saved: &GpuBnSaved<M>,
+        act: Option<Activation>,
+        y: &GpuTensor<M>,
         gy: &GpuTensor<M>,
         need: [bool; 3],
     ) -> Result<Grads3<GpuTensor<M>>> {
@@ -1328,25 +1330,37 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let x_dims = dims4(OP, &x.shape)?;
         same_shape(OP, &gy.shape, &x.shape)?;
         let (xb, wb, gyb) = (self.buf(x)?, self.buf(weight)?, self.buf(gy)?);
+        // The fused activation's backward runs inside the batch-norm kernel, from y.
+        let fused = match act {
+            Some(act) => {
+                same_shape(OP, &y.shape, &x.shape)?;
+                Some(bn_k::Fused {
+                    act,
+                    y: self.buf(y)?,
+                })
+            }
+            None => None,
+        };
         let c = Shape::new(&[x_dims[1]]);
         let mut dx = need[0].then(|| self.tensor(x.shape.clone())).transpose()?;
         let mut dw = need[1].then(|| self.tensor(c.clone())).transpose()?;
         let mut db = need[2].then(|| self.tensor(c.clone())).transpose()?;
         let exec = &self.inner.exec;
         match saved {
-            GpuBnSaved::Batch { mean, invstd } => bn_k::backward_train(
+            GpuBnSaved::Batch { mean, invstd } => bn_k::backward_train_fused(
                 exec,
                 x_dims,
                 xb,
                 wb,
                 self.buf(mean)?,
                 self.buf(invstd)?,
+                fused,
                 gyb,
                 dx.as_mut().map(|t| &mut t.0),
                 dw.as_mut().map(|t| &mut t.0),
                 db.as_mut().map(|t| &mut t.0),
             )?,
-            GpuBnSaved::Running { mean, var, eps } => bn_k::backward_eval(
+            GpuBnSaved::Running { mean, var, eps } => bn_k::backward_eval_fused(
                 exec,
                 x_dims,
                 xb,
@@ -1354,6 +1368,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
                 self.buf(mean)?,
                 self.buf(var)?,
                 *eps,
+                fused,
                 gyb,
                 dx.as_mut().map(|t| &mut t.0),
                 dw.as_mut().map(|t| &mut t.0),
@@ -1364,51 +1379,104 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         Ok([wrap(dx), wrap(dw), wrap(db)])
     }
 
-    fn cross_entropy(&self, logits: &GpuTensor<M>, labels: &GpuLabels<M>) -> Result<GpuTensor<M>> {
+    fn cross_entropy(
+        &self,
+        logits: &GpuTensor<M>,
+        labels: &GpuLabels<M>,
+        want_grad: bool,
+    ) -> Result<(GpuTensor<M>, Option<GpuTensor<M>>)> {
         let dims = dims2("cross_entropy", &logits.shape)?;
         self.check_generation(labels.generation)?;
         let lb = self.buf(logits)?;
-        let (mut rows, _) = self.alloc::<f32>(dims[0])?;
-        self.output(Shape::new(&[1]), |out| {
-            loss_k::cross_entropy_forward(&self.inner.exec, lb, &labels.buf, dims, &mut rows, out)
-        })
+        let exec = &self.inner.exec;
+        if !loss_k::fits_one_block(logits.numel()) {
+            // Too large for one block: per-row terms + the tree sum (multi-block).
+            let (mut rows, _) = self.alloc::<f32>(dims[0])?;
+            let loss = self.output(Shape::new(&[1]), |out| {
+                loss_k::cross_entropy_forward(exec, lb, &labels.buf, dims, &mut rows, out)
+            })?;
+            return Ok((loss, None));
+        }
+        // One launch: the loss and (when wanted) softmax − onehot for the backward.
+        let mut grad = want_grad
+            .then(|| self.tensor(logits.shape.clone()))
+            .transpose()?;
+        let loss = self.output(Shape::new(&[1]), |out| {
+            let g = grad.as_mut().map(|buf| &mut buf.0);
+            loss_k::cross_entropy_fused(exec, lb, &labels.buf, dims, out, g)
+        })?;
+        Ok((loss, grad.map(|(b, s, g)| Self::wrap(b, s, g))))
     }
     fn cross_entropy_backward(
         &self,
         logits: &GpuTensor<M>,
         labels: &GpuLabels<M>,
+        saved: Option<&GpuTensor<M>>,
         g: &GpuTensor<M>,
     ) -> Result<GpuTensor<M>> {
         let dims = dims2("cross_entropy", &logits.shape)?;
         self.check_generation(labels.generation)?;
         let (lb, gb) = (self.buf(logits)?, self.buf(g)?);
+        let exec = &self.inner.exec;
+        if let Some(saved) = saved {
+            same_shape("cross_entropy backward", &saved.shape, &logits.shape)?;
+            let sb = self.buf(saved)?;
+            return self.output(logits.shape.clone(), |dx| {
+                loss_k::grad_scale(exec, sb, gb, dims[0] as f32, dx)
+            });
+        }
         self.output(logits.shape.clone(), |dx| {
-            loss_k::cross_entropy_backward(&self.inner.exec, lb, &labels.buf, dims, gb, dx)
+            loss_k::cross_entropy_backward(exec, lb, &labels.buf, dims, gb, dx)
         })
     }
     fn bce_with_logits(
         &self,
         logits: &GpuTensor<M>,
         target: &BceTarget<f32>,
-    ) -> Result<GpuTensor<M>> {
+        want_grad: bool,
+    ) -> Result<(GpuTensor<M>, Option<GpuTensor<M>>)> {
         let xb = self.buf(logits)?;
-        let (mut terms, _) = self.alloc::<f32>(logits.numel())?;
-        self.with_target(target, |t| {
+        let exec = &self.inner.exec;
+        if !loss_k::fits_one_block(logits.numel()) {
+            // Too large for one block: per-element terms + the tree sum (multi-block).
+            let (mut terms, _) = self.alloc::<f32>(logits.numel())?;
+            let loss = self.with_target(target, |t| {
+                self.output(Shape::new(&[1]), |out| {
+                    loss_k::bce_with_logits_forward(exec, xb, t, &mut terms, out)
+                })
+            })?;
+            return Ok((loss, None));
+        }
+        let mut grad = want_grad
+            .then(|| self.tensor(logits.shape.clone()))
+            .transpose()?;
+        let loss = self.with_target(target, |t| {
             self.output(Shape::new(&[1]), |out| {
-                loss_k::bce_with_logits_forward(&self.inner.exec, xb, t, &mut terms, out)
+                let g = grad.as_mut().map(|buf| &mut buf.0);
+                loss_k::bce_fused(exec, xb, t, out, g)
             })
-        })
+        })?;
+        Ok((loss, grad.map(|(b, s, g)| Self::wrap(b, s, g))))
     }
     fn bce_with_logits_backward(
         &self,
         logits: &GpuTensor<M>,
         target: &BceTarget<f32>,
+        saved: Option<&GpuTensor<M>>,
         g: &GpuTensor<M>,
     ) -> Result<GpuTensor<M>> {
         let (xb, gb) = (self.buf(logits)?, self.buf(g)?);
+        let exec = &self.inner.exec;
+        if let Some(saved) = saved {
+            same_shape("bce_with_logits backward", &saved.shape, &logits.shape)?;
+            let sb = self.buf(saved)?;
+            return self.output(logits.shape.clone(), |dx| {
+                loss_k::grad_scale(exec, sb, gb, logits.numel() as f32, dx)
+            });
+        }
         self.with_target(target, |t| {
             self.output(logits.shape.clone(), |dx| {
-                loss_k::bce_with_logits_backward(&self.inner.exec, xb, t, gb, dx)
+                loss_k::bce_with_logits_backward(exec, xb, t, gb, dx)
             })
         })
     }

@@ -309,33 +309,53 @@ pub trait Backend: Clone + 'static {
         p: BatchNormParams,
         act: Option<Activation>,
     ) -> Result<(Self::Tensor, Self::BnSaved)>;
+    /// The backward of [`Backend::batch_norm`]. `act` is the activation fused into that
+    /// forward and `y` its output: `gy` is then the gradient of `y`, and the backend applies
+    /// act'(y) itself (one kernel on the GPU: no separate activation backward, no intermediate
+    /// tensor), with the bits of the separate ops.
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         &self,
         x: &Self::Tensor,
         weight: &Self::Tensor,
         saved: &Self::BnSaved,
+        act: Option<Activation>,
+        y: &Self::Tensor,
         gy: &Self::Tensor,
         need: [bool; 3],
     ) -> Result<Grads3<Self::Tensor>>;
 
     // ---- losses (scalar outputs of shape [1]) ----
-    fn cross_entropy(&self, logits: &Self::Tensor, labels: &Self::Labels) -> Result<Self::Tensor>;
-    /// `g` is the loss gradient (shape [1]).
+    /// The mean loss, and, when `want_grad`, what the backward may reuse: a backend that forms
+    /// the gradient in the same pass (the GPU: one fused kernel when the logits fit one block)
+    /// returns the gradient of the *summed* loss, `softmax − onehot`; `None` when it does not
+    /// (the backward then works from the logits).
+    fn cross_entropy(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Labels,
+        want_grad: bool,
+    ) -> Result<(Self::Tensor, Option<Self::Tensor>)>;
+    /// `g` is the loss gradient (shape [1]); `saved` what [`Backend::cross_entropy`] returned.
     fn cross_entropy_backward(
         &self,
         logits: &Self::Tensor,
         labels: &Self::Labels,
+        saved: Option<&Self::Tensor>,
         g: &Self::Tensor,
     ) -> Result<Self::Tensor>;
+    /// As [`Backend::cross_entropy`]; the saved gradient is `sigmoid(x) − target`.
     fn bce_with_logits(
         &self,
         logits: &Self::Tensor,
         target: &BceTarget<f32>,
-    ) -> Result<Self::Tensor>;
+        want_grad: bool,
+    ) -> Result<(Self::Tensor, Option<Self::Tensor>)>;
     fn bce_with_logits_backward(
         &self,
         logits: &Self::Tensor,
         target: &BceTarget<f32>,
+        saved: Option<&Self::Tensor>,
         g: &Self::Tensor,
     ) -> Result<Self::Tensor>;
 

@@ -24,7 +24,7 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::ops::activation::{check_fusable, Activation, WithActivation};
+use crate::ops::activation::{check_fusable, Activation};
 use crate::ops::LayerGrads;
 use crate::shape::Shape;
 use crate::tape::{BackwardOp, Tape, Var};
@@ -428,9 +428,12 @@ pub fn batch_norm2d_backward_eval<T: Float>(
     Ok(LayerGrads { dx, dw, db })
 }
 
-/// Backward of a recorded batch norm: the backend's saved statistics (batch or running).
+/// Backward of a recorded batch norm: the backend's saved statistics (batch or running), and
+/// the fused activation, whose backward the backend applies from the output in the same pass
+/// (sign(act(z)) = sign(z) for the fusable ones).
 struct BatchNormBackward<S> {
     saved: S,
+    act: Option<Activation>,
 }
 
 impl<B: Backend> BackwardOp<B> for BatchNormBackward<B::BnSaved> {
@@ -441,13 +444,20 @@ impl<B: Backend> BackwardOp<B> for BatchNormBackward<B::BnSaved> {
         &self,
         backend: &B,
         inputs: &[&B::Tensor],
-        _output: &B::Tensor,
+        output: &B::Tensor,
         grad_output: &B::Tensor,
         need: &[bool],
     ) -> Result<Vec<Option<B::Tensor>>> {
         let need = std::array::from_fn(|i| need.get(i).copied().unwrap_or(false));
-        let g =
-            backend.batch_norm_backward(inputs[0], inputs[1], &self.saved, grad_output, need)?;
+        let g = backend.batch_norm_backward(
+            inputs[0],
+            inputs[1],
+            &self.saved,
+            self.act,
+            output,
+            grad_output,
+            need,
+        )?;
         Ok(g.into())
     }
 }
@@ -470,7 +480,8 @@ impl<B: Backend> Tape<B> {
         self.batch_norm2d_act(x, weight, bias, running, training, p, None)
     }
 
-    /// `act(batch_norm2d(...))` as one op (one pass over the output on the GPU); `act` must
+    /// `act(batch_norm2d(...))` as one op (one kernel each way on the GPU: the backward applies
+    /// act' from the output inside the batch-norm backward kernel); `act` must
     /// be [`crate::ops::activation::fusable`].
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm2d_act(
@@ -499,11 +510,7 @@ impl<B: Backend> Tape<B> {
             p,
             act,
         )?;
-        let op = WithActivation {
-            op: BatchNormBackward { saved },
-            act,
-        };
-        self.record(&[x, weight, bias], y, op)
+        self.record(&[x, weight, bias], y, BatchNormBackward { saved, act })
     }
 }
 
@@ -798,6 +805,7 @@ mod tests {
         let y = Tensor::new([2, 1, 1, 2], y).unwrap();
         let op = BatchNormBackward {
             saved: crate::backend::cpu::CpuBnSaved::Batch(stats),
+            act: None,
         };
         let gy = Tensor::full([2, 1, 1, 2], 1.0).unwrap();
         let g = op

@@ -219,11 +219,14 @@ pub(crate) fn scalar_grad(op: &'static str, grad_output: &Tensor) -> Result<f32>
     })
 }
 
-struct CrossEntropyBackward<L> {
+/// `saved`: the gradient the backend formed in the forward pass, if it did (see
+/// [`Backend::cross_entropy`]).
+struct CrossEntropyBackward<L, T> {
     labels: L,
+    saved: Option<T>,
 }
 
-impl<B: Backend> BackwardOp<B> for CrossEntropyBackward<B::Labels> {
+impl<B: Backend> BackwardOp<B> for CrossEntropyBackward<B::Labels, B::Tensor> {
     fn name(&self) -> &'static str {
         "cross_entropy"
     }
@@ -235,16 +238,22 @@ impl<B: Backend> BackwardOp<B> for CrossEntropyBackward<B::Labels> {
         grad_output: &B::Tensor,
         _need: &[bool],
     ) -> Result<Vec<Option<B::Tensor>>> {
-        let dx = backend.cross_entropy_backward(inputs[0], &self.labels, grad_output)?;
+        let dx = backend.cross_entropy_backward(
+            inputs[0],
+            &self.labels,
+            self.saved.as_ref(),
+            grad_output,
+        )?;
         Ok(vec![Some(dx)])
     }
 }
 
-struct BceBackward {
+struct BceBackward<T> {
     target: BceTarget<f32>,
+    saved: Option<T>,
 }
 
-impl<B: Backend> BackwardOp<B> for BceBackward {
+impl<B: Backend> BackwardOp<B> for BceBackward<B::Tensor> {
     fn name(&self) -> &'static str {
         "bce_with_logits"
     }
@@ -256,7 +265,12 @@ impl<B: Backend> BackwardOp<B> for BceBackward {
         grad_output: &B::Tensor,
         _need: &[bool],
     ) -> Result<Vec<Option<B::Tensor>>> {
-        let dx = backend.bce_with_logits_backward(inputs[0], &self.target, grad_output)?;
+        let dx = backend.bce_with_logits_backward(
+            inputs[0],
+            &self.target,
+            self.saved.as_ref(),
+            grad_output,
+        )?;
         Ok(vec![Some(dx)])
     }
 }
@@ -314,10 +328,17 @@ impl<B: Backend> BackwardOp<B> for ScaleBackward {
 impl<B: Backend> Tape<B> {
     /// Mean softmax cross-entropy. `logits` must be rank 2 [N, K]; returns a scalar Var
     /// (shape [1]). `labels` come from [`Backend::upload_labels`].
+    ///
+    /// The backend may form the gradient in the same pass (the GPU's fused kernel) when the
+    /// logits need one; the backward then only scales it by the upstream gradient.
     pub fn cross_entropy_with(&mut self, logits: Var, labels: &B::Labels) -> Result<Var> {
-        let loss = self.backend().cross_entropy(self.value(logits), labels)?;
+        let want_grad = self.requires_grad(logits);
+        let (loss, saved) = self
+            .backend()
+            .cross_entropy(self.value(logits), labels, want_grad)?;
         let op = CrossEntropyBackward {
             labels: labels.clone(),
+            saved,
         };
         self.record(&[logits], loss, op)
     }
@@ -329,11 +350,13 @@ impl<B: Backend> Tape<B> {
     }
 
     /// Mean BCE-with-logits over all elements, any shape; returns a scalar Var (shape [1]).
+    /// As [`Tape::cross_entropy_with`], the backend may save the gradient in the forward pass.
     pub fn bce_with_logits(&mut self, logits: Var, target: BceTarget<f32>) -> Result<Var> {
-        let loss = self
-            .backend()
-            .bce_with_logits(self.value(logits), &target)?;
-        self.record(&[logits], loss, BceBackward { target })
+        let want_grad = self.requires_grad(logits);
+        let (loss, saved) =
+            self.backend()
+                .bce_with_logits(self.value(logits), &target, want_grad)?;
+        self.record(&[logits], loss, BceBackward { target, saved })
     }
 
     /// a + b, elementwise; the shapes must be equal (typically two scalar losses).

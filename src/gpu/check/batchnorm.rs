@@ -28,6 +28,12 @@
 //!   (|g| + |a| + Δa + |x̂|·(|b| + Δb)).
 //! - Everything elementwise without a reduction is bit for bit: the evaluation forward (invstd
 //!   is an f64 sqrt and division, correctly rounded on both sides) and the evaluation gx.
+//! - Backward with a fused activation (`..._fused`, the cases with ReLU/LeakyReLU): the kernel
+//!   forms g = act'(y)·gy from the forward output y; the oracle is the CPU's activation backward
+//!   followed by its batch-norm backward, and the bounds above hold with g for gy (g is the same
+//!   f32 on both sides: a select, or one rounded product g·slope). As a property, the fused
+//!   launch has the bits of the separate activation backward + unfused batch-norm backward on
+//!   the same executor.
 //!
 //! Shapes: every batch norm of G, D and D_src/D_tgt at full width (ngf = ndf = 64) at batch 2–3,
 //! with their fused activations (ReLU in G, LeakyReLU 0.2 in D), and awkward ones: 2 values per
@@ -426,8 +432,19 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
         }
 
         // ---- training backward, from the CPU's statistics ----
-        let k = "batchnorm_backward_train";
-        let want = cpu::batch_norm2d_backward_train(&x, dims, &weight, &stats, &gy, [true; 3]);
+        // With a fused activation the kernels get gy (the gradient of y = act(z)) and y, and
+        // form g = act'(y)·gy themselves; the oracle is the CPU's separate ops on g.
+        let g = match act {
+            Some(a) => a.backward(&want_y, &want_y, &gy),
+            None => gy.clone(),
+        };
+        let yd = exec.upload(&want_y)?;
+        let gd = exec.upload(&g)?;
+        let fused = act.map(|act| bn::Fused { act, y: &yd });
+        let tag = if act.is_some() { "_fused" } else { "" };
+        let k = format!("batchnorm_backward_train{tag}");
+        let k = k.as_str();
+        let want = cpu::batch_norm2d_backward_train(&x, dims, &weight, &stats, &g, [true; 3]);
         let Ok(want) = want else {
             r.fail(k, &s, Tolerance::Exact, "CPU oracle failed".into());
             continue;
@@ -443,20 +460,22 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             &weight,
             &stats.mean,
             &stats.invstd,
-            &gy,
+            &g,
             &wgb,
             &wgw,
         );
         let smd = exec.upload(&stats.mean)?;
         let sid = exec.upload(&stats.invstd)?;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let (mut gxd, mut gwd, mut gbd) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
-        let res = bn::backward_train(
+        let res = bn::backward_train_fused(
             exec,
             dims,
             &xd,
             &wd,
             &smd,
             &sid,
+            fused,
             &gyd,
             Some(&mut gxd),
             Some(&mut gwd),
@@ -464,63 +483,89 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
         );
         if r.launched(k, &s, Tolerance::Exact, res) {
             let (ggx, ggw, ggb) = (gxd.read()?, gwd.read()?, gbd.read()?);
-            r.within_each("batchnorm_backward_train gx", &s, &ggx, &wgx, &bounds.gx);
-            r.within_each("batchnorm_backward_train gw", &s, &ggw, &wgw, &bounds.gw);
-            r.within_each("batchnorm_backward_train gb", &s, &ggb, &wgb, &bounds.gb);
+            r.within_each(&format!("{k} gx"), &s, &ggx, &wgx, &bounds.gx);
+            r.within_each(&format!("{k} gw"), &s, &ggw, &wgw, &bounds.gw);
+            r.within_each(&format!("{k} gb"), &s, &ggb, &wgb, &bounds.gb);
             // Each gradient alone: the same bits as all three together.
-            let kp = "batchnorm_backward_train: one gradient alone";
+            let kp = format!("{k}: one gradient alone");
             let mut gx1 = nan(exec, total)?;
-            let r1 = bn::backward_train(
+            let r1 = bn::backward_train_fused(
                 exec,
                 dims,
                 &xd,
                 &wd,
                 &smd,
                 &sid,
+                fused,
                 &gyd,
                 Some(&mut gx1),
                 None,
                 None,
             );
             let mut gw1 = nan(exec, c)?;
-            let r2 = bn::backward_train(
+            let r2 = bn::backward_train_fused(
                 exec,
                 dims,
                 &xd,
                 &wd,
                 &smd,
                 &sid,
+                fused,
                 &gyd,
                 None,
                 Some(&mut gw1),
                 None,
             );
             let mut gb1 = nan(exec, c)?;
-            let r3 = bn::backward_train(
+            let r3 = bn::backward_train_fused(
                 exec,
                 dims,
                 &xd,
                 &wd,
                 &smd,
                 &sid,
+                fused,
                 &gyd,
                 None,
                 None,
                 Some(&mut gb1),
             );
-            if r.launched(kp, &s, Tolerance::Exact, r1.and(r2).and(r3)) {
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            if r.launched(&kp, &s, Tolerance::Exact, r1.and(r2).and(r3)) {
                 let same = bits(&gx1.read()?) == bits(&ggx)
                     && bits(&gw1.read()?) == bits(&ggw)
                     && bits(&gb1.read()?) == bits(&ggb);
-                r.holds(kp, &s, same, || "differs from the full backward".into());
+                r.holds(&kp, &s, same, || "differs from the full backward".into());
+            }
+            // Fused = the separate ops (activation backward, then the plain backward on g).
+            if act.is_some() {
+                let kf = "batchnorm_backward_train_fused = separate ops (bits)";
+                let (mut sx, mut sw, mut sb) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
+                let res = bn::backward_train(
+                    exec,
+                    dims,
+                    &xd,
+                    &wd,
+                    &smd,
+                    &sid,
+                    &gd,
+                    Some(&mut sx),
+                    Some(&mut sw),
+                    Some(&mut sb),
+                );
+                if r.launched(kf, &s, Tolerance::Exact, res) {
+                    let same = bits(&sx.read()?) == bits(&ggx)
+                        && bits(&sw.read()?) == bits(&ggw)
+                        && bits(&sb.read()?) == bits(&ggb);
+                    r.holds(kf, &s, same, || "fused and separate differ".into());
+                }
             }
         }
 
-        // ---- evaluation backward ----
-        let k = "batchnorm_backward_eval";
+        // ---- evaluation backward (y: the training forward's, any output will do) ----
+        let k = format!("batchnorm_backward_eval{tag}");
+        let k = k.as_str();
         let Ok(want) =
-            cpu::batch_norm2d_backward_eval(&x, dims, &weight, &rm, &rv, eps, &gy, [true; 3])
+            cpu::batch_norm2d_backward_eval(&x, dims, &weight, &rm, &rv, eps, &g, [true; 3])
         else {
             r.fail(k, &s, Tolerance::Exact, "CPU oracle failed".into());
             continue;
@@ -534,9 +579,9 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             .iter()
             .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
             .collect();
-        let bounds = backward_bounds(&x, dims, &weight, &rm, &is_eval, &gy, &wgb, &wgw);
+        let bounds = backward_bounds(&x, dims, &weight, &rm, &is_eval, &g, &wgb, &wgw);
         let (mut gxd, mut gwd, mut gbd) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
-        let res = bn::backward_eval(
+        let res = bn::backward_eval_fused(
             exec,
             dims,
             &xd,
@@ -544,27 +589,40 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             &rmd,
             &rvd,
             eps,
+            fused,
             &gyd,
             Some(&mut gxd),
             Some(&mut gwd),
             Some(&mut gbd),
         );
         if r.launched(k, &s, Tolerance::Exact, res) {
-            r.ulps("batchnorm_backward_eval gx", &s, &gxd.read()?, &wgx, 0);
-            r.within_each(
-                "batchnorm_backward_eval gw",
-                &s,
-                &gwd.read()?,
-                &wgw,
-                &bounds.gw,
-            );
-            r.within_each(
-                "batchnorm_backward_eval gb",
-                &s,
-                &gbd.read()?,
-                &wgb,
-                &bounds.gb,
-            );
+            let (ggx, ggw, ggb) = (gxd.read()?, gwd.read()?, gbd.read()?);
+            r.ulps(&format!("{k} gx"), &s, &ggx, &wgx, 0);
+            r.within_each(&format!("{k} gw"), &s, &ggw, &wgw, &bounds.gw);
+            r.within_each(&format!("{k} gb"), &s, &ggb, &wgb, &bounds.gb);
+            if act.is_some() {
+                let kf = "batchnorm_backward_eval_fused = separate ops (bits)";
+                let (mut sx, mut sw, mut sb) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
+                let res = bn::backward_eval(
+                    exec,
+                    dims,
+                    &xd,
+                    &wd,
+                    &rmd,
+                    &rvd,
+                    eps,
+                    &gd,
+                    Some(&mut sx),
+                    Some(&mut sw),
+                    Some(&mut sb),
+                );
+                if r.launched(kf, &s, Tolerance::Exact, res) {
+                    let same = bits(&sx.read()?) == bits(&ggx)
+                        && bits(&sw.read()?) == bits(&ggw)
+                        && bits(&sb.read()?) == bits(&ggb);
+                    r.holds(kf, &s, same, || "fused and separate differ".into());
+                }
+            }
         }
     }
 
@@ -621,6 +679,42 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
         .is_err(),
         bn::forward_eval(exec, d4, &x4, &pc, &pc, &pc, &pc, 1e-5, sigmoid, &mut y4).is_err(),
         bn::backward_train(exec, d4, &x4, &pc, &pc, &pc, &x2, Some(&mut y4), None, None).is_err(),
+        // A fused backward: y of the wrong length, an activation that cannot be fused.
+        bn::backward_train_fused(
+            exec,
+            d4,
+            &x4,
+            &pc,
+            &pc,
+            &pc,
+            Some(bn::Fused {
+                act: Activation::Relu,
+                y: &x2,
+            }),
+            &x4,
+            None,
+            Some(&mut y2),
+            None,
+        )
+        .is_err(),
+        bn::backward_eval_fused(
+            exec,
+            d4,
+            &x4,
+            &pc,
+            &pc,
+            &pc,
+            1e-5,
+            Some(bn::Fused {
+                act: Activation::Tanh,
+                y: &x4,
+            }),
+            &x4,
+            None,
+            Some(&mut y2),
+            None,
+        )
+        .is_err(),
         bn::backward_eval(
             exec,
             d4,

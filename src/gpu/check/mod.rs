@@ -10,6 +10,14 @@
 //! terms. The losses' means are sums in a different order (the GPU's fixed tree vs the CPU's
 //! sequential fold), so they agree to a stated rounding bound (see [`sum_bound`]).
 //!
+//! The fused losses (cross_entropy_fused, bce_fused: loss and saved gradient in one one-block
+//! launch; loss_grad_scale: their backward) sum in exactly the two-launch path's order, so
+//! their loss has the two-launch path's bits on the emulator (a property checked here; on a GPU
+//! within twice the bound, see `same_sum`) and the same [`sum_bound`] against the CPU; the
+//! saved gradient (the CPU's
+//! gradient at upstream g = n, where g/n = 1 exactly) and the scaled one are the CPU's bits on
+//! the emulator ([`libm_ulps`] on a GPU).
+//!
 //! Transcendentals (expf, tanhf, log1pf, and f64 log/sin/cos in the RNG) are the host libm on
 //! the emulator, exactly what Rust calls, so the emulator must match bit for bit. A GPU's
 //! versions differ by an ulp or two: for executors other than the emulator the comparisons of
@@ -588,7 +596,14 @@ pub fn cross_entropy<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(
     let mut rng = Rng::new(seed);
     let ulps = libm_ulps(exec);
     let tol = Tolerance::Ulps(ulps);
-    for (n, k) in [(1usize, 7usize), (3, 7), (3, 11), (257, 10), (1000, 11)] {
+    for (n, k) in [
+        (1usize, 7usize),
+        (3, 7),
+        (3, 11),
+        (257, 10),
+        (1000, 11),
+        (100, 11),
+    ] {
         let s = format!("[{n},{k}]");
         let logits = rng.vec(n * k, -8.0, 8.0);
         let labels: Vec<u32> = (0..n).map(|_| rng.below(k) as u32).collect();
@@ -638,12 +653,54 @@ pub fn cross_entropy<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(
         let gd = exec.upload(&[g])?;
         let mut dx = nan(exec, n * k)?;
         let res = loss::cross_entropy_backward(exec, &ld, &lab, [n, k], &gd, &mut dx);
+        let want_dx =
+            cpu_loss::cross_entropy_backward(&logits, [n, k], &labels, g).unwrap_or_default();
         if r.launched("cross_entropy_backward", &s, tol, res) {
-            let want =
-                cpu_loss::cross_entropy_backward(&logits, [n, k], &labels, g).unwrap_or_default();
-            r.ulps("cross_entropy_backward", &s, &dx.read()?, &want, ulps);
+            r.ulps("cross_entropy_backward", &s, &dx.read()?, &want_dx, ulps);
+        }
+
+        // ---- fused: loss + saved gradient in one launch, then the scaled backward ----
+        let kf = "cross_entropy_fused";
+        let (mut out_f, mut grad) = (nan(exec, 1)?, nan(exec, n * k)?);
+        let res = loss::cross_entropy_fused(exec, &ld, &lab, [n, k], &mut out_f, Some(&mut grad));
+        if r.launched(kf, &s, tol, res) {
+            let got = out_f.read()?[0];
+            let cpu = cpu_loss::cross_entropy_forward(&logits, [n, k], &labels).unwrap_or(f32::NAN);
+            r.within("cross_entropy_fused mean", &s, got, cpu, bound);
+            let two = out.read()?[0];
+            same_sum(r, exec, "cross_entropy_fused", &s, got, two, bound);
+            // The saved gradient of the summed loss: the CPU's at g = n (g/n = 1 exactly).
+            let want = cpu_loss::cross_entropy_backward(&logits, [n, k], &labels, n as f32)
+                .unwrap_or_default();
+            r.ulps("cross_entropy_fused grad", &s, &grad.read()?, &want, ulps);
+            // Without a gradient buffer: the same loss.
+            let mut out_n = nan(exec, 1)?;
+            let res = loss::cross_entropy_fused(exec, &ld, &lab, [n, k], &mut out_n, None);
+            let kn = "cross_entropy_fused: no grad, same loss";
+            if r.launched(kn, &s, Tolerance::Exact, res) {
+                let v = out_n.read()?[0];
+                r.holds(kn, &s, v.to_bits() == got.to_bits(), || {
+                    format!("{v:e} vs {got:e}")
+                });
+            }
+            let ks = "loss_grad_scale (cross-entropy)";
+            let mut dx = nan(exec, n * k)?;
+            let res = loss::grad_scale(exec, &grad, &gd, n as f32, &mut dx);
+            if r.launched(ks, &s, tol, res) {
+                r.ulps(ks, &s, &dx.read()?, &want_dx, ulps);
+            }
         }
     }
+    // Too many logits for one block: refused (the backend takes the two-launch path).
+    let kb = "cross_entropy_fused: > FUSED_MAX_ELEMENTS refused";
+    let big = loss::FUSED_MAX_ELEMENTS / 4 + 1;
+    let ld = exec.upload(&vec![0.0f32; big * 4])?;
+    let lab = exec.upload(&vec![0u32; big])?;
+    let mut out = nan(exec, 1)?;
+    let refused = loss::cross_entropy_fused(exec, &ld, &lab, [big, 4], &mut out, None).is_err()
+        && !loss::fits_one_block(big * 4)
+        && loss::fits_one_block(loss::FUSED_MAX_ELEMENTS);
+    r.holds(kb, &format!("[{big},4]"), refused, || "accepted".into());
     // A label out of range: NaN, not an out-of-bounds read.
     let k = "cross_entropy_forward: bad label → NaN";
     let ld = exec.upload(&[0.5f32; 7])?;
@@ -654,7 +711,44 @@ pub fn cross_entropy<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(
         let v = out.read()?[0];
         r.holds(k, "[1,7]", v.is_nan(), || format!("got {v:e}"));
     }
+    let k = "cross_entropy_fused: bad label → NaN";
+    let (mut out, mut grad) = (exec.filled(1, 0.0f32)?, exec.filled(7, 0.0f32)?);
+    let res = loss::cross_entropy_fused(exec, &ld, &lab, [1, 7], &mut out, Some(&mut grad));
+    if r.launched(k, "[1,7]", Tolerance::Exact, res) {
+        let (v, g) = (out.read()?[0], grad.read()?);
+        let ok = v.is_nan() && g.iter().all(|x| x.is_nan());
+        r.holds(k, "[1,7]", ok, || format!("got {v:e}, grad {g:?}"));
+    }
     Ok(())
+}
+
+/// A fused loss's mean against the two-launch path's: the same terms added in the same order,
+/// so the same bits on the emulator. On a GPU the compiler may contract the per-term
+/// expressions differently in the two kernels (the order is still the same), so there both
+/// are only held to their common bound against the CPU: |fused − two| ≤ 2·`bound`.
+fn same_sum<M: Memory>(
+    r: &mut Report,
+    exec: &M,
+    kernel: &str,
+    size: &str,
+    fused: f32,
+    two: f32,
+    bound: f64,
+) {
+    if exec.name() == "emulator" {
+        let k = format!("{kernel} mean = two-launch bits");
+        r.holds(&k, size, fused.to_bits() == two.to_bits(), || {
+            format!("fused {fused:e}, two launches {two:e}")
+        });
+    } else {
+        r.within(
+            &format!("{kernel} mean vs two-launch"),
+            size,
+            fused,
+            two,
+            2.0 * bound,
+        );
+    }
 }
 
 pub fn bce<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuError> {
@@ -720,12 +814,41 @@ pub fn bce<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), GpuErro
 
             let mut dx = nan(exec, n)?;
             let res = loss::bce_with_logits_backward(exec, &xd, gpu_t, &gd, &mut dx);
+            let want_dx = cpu_loss::bce_with_logits_backward(&x, &cpu_t, g).unwrap_or_default();
             if r.launched("bce_with_logits_backward", &s, tol, res) {
-                let want = cpu_loss::bce_with_logits_backward(&x, &cpu_t, g).unwrap_or_default();
-                r.ulps("bce_with_logits_backward", &s, &dx.read()?, &want, ulps);
+                r.ulps("bce_with_logits_backward", &s, &dx.read()?, &want_dx, ulps);
+            }
+
+            // ---- fused: loss + saved gradient in one launch, then the scaled backward ----
+            let kf = "bce_fused";
+            let (mut out_f, mut grad) = (nan(exec, 1)?, nan(exec, n)?);
+            let res = loss::bce_fused(exec, &xd, gpu_t, &mut out_f, Some(&mut grad));
+            if r.launched(kf, &s, tol, res) {
+                let got = out_f.read()?[0];
+                let cpu = cpu_loss::bce_with_logits_forward(&x, &cpu_t).unwrap_or(f32::NAN);
+                r.within("bce_fused mean", &s, got, cpu, sum_bound(&want_terms, ulps));
+                let two = out.read()?[0];
+                let bound = sum_bound(&want_terms, ulps);
+                same_sum(r, exec, "bce_fused", &s, got, two, bound);
+                let want =
+                    cpu_loss::bce_with_logits_backward(&x, &cpu_t, n as f32).unwrap_or_default();
+                r.ulps("bce_fused grad", &s, &grad.read()?, &want, ulps);
+                let ks = "loss_grad_scale (bce)";
+                let mut dx = nan(exec, n)?;
+                let res = loss::grad_scale(exec, &grad, &gd, n as f32, &mut dx);
+                if r.launched(ks, &s, tol, res) {
+                    r.ulps(ks, &s, &dx.read()?, &want_dx, ulps);
+                }
             }
         }
     }
+    let kb = "bce_fused: > FUSED_MAX_ELEMENTS refused";
+    let big = loss::FUSED_MAX_ELEMENTS + 1;
+    let xd = exec.upload(&vec![0.0f32; big])?;
+    let mut out = nan(exec, 1)?;
+    let refused =
+        loss::bce_fused(exec, &xd, loss::BceTarget::Constant(1.0), &mut out, None).is_err();
+    r.holds(kb, &format!("n={big}"), refused, || "accepted".into());
     Ok(())
 }
 

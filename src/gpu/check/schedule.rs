@@ -97,7 +97,7 @@ fn gather<M: Memory>(exec: &M, rng: &mut Rng, r: &mut Report) -> Result<(), GpuE
 fn noise<M: Memory>(exec: &M, r: &mut Report) -> Result<(), GpuError> {
     let k = "philox_normal (scheduled)";
     let ulps = libm_ulps(exec);
-    let (seed, stream, extra, n) = (11u64, 0x6e6f_6973_65u64, 37u64, 301usize);
+    let (seed, stream, extra, n) = (11u64, 0x006e_6f69_7365_u64, 37u64, 301usize);
     let offsets: Vec<u64> = vec![0, 602, u64::MAX - 100];
     let offsets_d = exec.upload(&offsets)?;
     let mut step = exec.upload(&[0u32])?;

@@ -1,6 +1,7 @@
 //! Launches of kernels/batchnorm.cu: BatchNorm2d forward (training: batch statistics, saved
 //! for the backward, and the running statistics updated as PyTorch does; evaluation: the
-//! running statistics), with an optional fused ReLU/LeakyReLU, and both backwards. The CPU
+//! running statistics), with an optional fused ReLU/LeakyReLU, and both backwards (which take
+//! that activation and the forward's output, so its backward needs no launch of its own). The CPU
 //! reference is [`crate::ops::batchnorm`]; the kernels follow its operations (per-channel sums
 //! in f64, two-pass variance), so they differ from it only in the order of the f64 sums (see
 //! the kernel file's header and src/gpu/check/batchnorm.rs for the bounds).
@@ -46,6 +47,7 @@ struct BatchNormBackwardParams {
     x: u64,
     weight: u64,
     gy: u64,
+    y: u64,
     mean: u64,
     stat: u64,
     gx: u64,
@@ -55,8 +57,26 @@ struct BatchNormBackwardParams {
     c: u32,
     hw: u32,
     eps: f32,
+    act: i32,
+    slope: f32,
 }
-const _: () = assert!(std::mem::size_of::<BatchNormBackwardParams>() == 80);
+const _: () = assert!(std::mem::size_of::<BatchNormBackwardParams>() == 96);
+
+/// The activation fused into a batch norm's forward, and that forward's output `y`: given to a
+/// backward, `gy` is the gradient of `y` and the kernel applies act'(y) itself (the bits of
+/// [`super::activation::backward`] followed by the plain batch-norm backward, in one launch
+/// and without the intermediate gradient tensor).
+pub struct Fused<'a, B> {
+    pub act: Activation,
+    pub y: &'a B,
+}
+
+impl<B> Clone for Fused<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B> Copy for Fused<'_, B> {}
 
 /// The checked shape: (n, c, hw, count = n·hw) as the kernels' 32-bit counts.
 struct Dims {
@@ -288,6 +308,7 @@ fn backward<M: Memory>(
     mean: (&'static str, &M::Buf<f32>),
     stat: (&'static str, &M::Buf<f32>),
     eps: f32,
+    fused: Option<Fused<'_, M::Buf<f32>>>,
     gy: &M::Buf<f32>,
     gx: Option<&mut M::Buf<f32>>,
     gw: Option<&mut M::Buf<f32>>,
@@ -295,6 +316,14 @@ fn backward<M: Memory>(
 ) -> Result<(), GpuError> {
     let d = dims(kernel, x_dims, x, [("weight", weight), mean, stat])?;
     check_len(kernel, "gy", gy, x.len())?;
+    let (act, slope) = act_code(kernel, fused.map(|f| f.act))?;
+    let y = match fused {
+        Some(f) => {
+            check_len(kernel, "y", f.y, x.len())?;
+            f.y.device_ptr()
+        }
+        None => 0,
+    };
     let [gx, gw, gb] = grads(kernel, x.len(), d.c as usize, &gx, &gw, &gb)?;
     if gx == 0 && gw == 0 && gb == 0 {
         return Ok(());
@@ -303,6 +332,7 @@ fn backward<M: Memory>(
         x: x.device_ptr(),
         weight: weight.device_ptr(),
         gy: gy.device_ptr(),
+        y,
         mean: mean.1.device_ptr(),
         stat: stat.1.device_ptr(),
         gx,
@@ -312,18 +342,20 @@ fn backward<M: Memory>(
         c: d.c,
         hw: d.hw,
         eps,
+        act,
+        slope,
     };
-    // SAFETY: x, gy (and gx when given) hold n·c·hw floats, weight, mean, stat (and gw, gb
+    // SAFETY: x, gy (and gx, y when given) hold n·c·hw floats, weight, mean, stat (and gw, gb
     // when given) c (checked); block ch touches channel ch's elements and element ch only;
-    // absent gradients are null pointers, which the kernel never dereferences.
+    // absent gradients are null pointers, which the kernel never dereferences, and y is read
+    // only when an activation is fused (act ≠ −1, which comes with y).
     unsafe { launch(exec, kernel, per_channel(d.c), &p) }
 }
 
 /// Training-mode backward (the statistics depend on x), from the `save_mean`/`save_invstd` of
 /// [`forward_train`]: gb = Σ gy, gw = Σ gy·x̂, gx = weight·invstd·(gy − mean(gy) −
 /// x̂·mean(gy·x̂)), x̂ = (x − mean)·invstd. Each gradient is computed only when given; `gy` is
-/// the gradient of the normalized output (before any fused activation: apply the activation's
-/// backward first).
+/// the gradient of the normalized output (for a fused activation see [`backward_train_fused`]).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_train<M: Memory>(
     exec: &M,
@@ -332,6 +364,39 @@ pub fn backward_train<M: Memory>(
     weight: &M::Buf<f32>,
     save_mean: &M::Buf<f32>,
     save_invstd: &M::Buf<f32>,
+    gy: &M::Buf<f32>,
+    gx: Option<&mut M::Buf<f32>>,
+    gw: Option<&mut M::Buf<f32>>,
+    gb: Option<&mut M::Buf<f32>>,
+) -> Result<(), GpuError> {
+    backward_train_fused(
+        exec,
+        x_dims,
+        x,
+        weight,
+        save_mean,
+        save_invstd,
+        None,
+        gy,
+        gx,
+        gw,
+        gb,
+    )
+}
+
+/// [`backward_train`] of a forward with a fused activation (`fused`: the activation and the
+/// forward's output y; `gy` the gradient of y): the gradient g = act'(y)·gy is formed in the
+/// kernel, exactly as [`super::activation::backward`] would have written it. `None`: `gy` is
+/// the gradient of the normalized output ([`backward_train`]).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_train_fused<M: Memory>(
+    exec: &M,
+    x_dims: [usize; 4],
+    x: &M::Buf<f32>,
+    weight: &M::Buf<f32>,
+    save_mean: &M::Buf<f32>,
+    save_invstd: &M::Buf<f32>,
+    fused: Option<Fused<'_, M::Buf<f32>>>,
     gy: &M::Buf<f32>,
     gx: Option<&mut M::Buf<f32>>,
     gw: Option<&mut M::Buf<f32>>,
@@ -346,6 +411,7 @@ pub fn backward_train<M: Memory>(
         ("save_mean", save_mean),
         ("save_invstd", save_invstd),
         0.0,
+        fused,
         gy,
         gx,
         gw,
@@ -369,6 +435,38 @@ pub fn backward_eval<M: Memory>(
     gw: Option<&mut M::Buf<f32>>,
     gb: Option<&mut M::Buf<f32>>,
 ) -> Result<(), GpuError> {
+    backward_eval_fused(
+        exec,
+        x_dims,
+        x,
+        weight,
+        running_mean,
+        running_var,
+        eps,
+        None,
+        gy,
+        gx,
+        gw,
+        gb,
+    )
+}
+
+/// [`backward_eval`] of a forward with a fused activation (see [`backward_train_fused`]).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_eval_fused<M: Memory>(
+    exec: &M,
+    x_dims: [usize; 4],
+    x: &M::Buf<f32>,
+    weight: &M::Buf<f32>,
+    running_mean: &M::Buf<f32>,
+    running_var: &M::Buf<f32>,
+    eps: f32,
+    fused: Option<Fused<'_, M::Buf<f32>>>,
+    gy: &M::Buf<f32>,
+    gx: Option<&mut M::Buf<f32>>,
+    gw: Option<&mut M::Buf<f32>>,
+    gb: Option<&mut M::Buf<f32>>,
+) -> Result<(), GpuError> {
     backward(
         exec,
         "batchnorm_backward_eval",
@@ -378,6 +476,7 @@ pub fn backward_eval<M: Memory>(
         ("running_mean", running_mean),
         ("running_var", running_var),
         eps,
+        fused,
         gy,
         gx,
         gw,

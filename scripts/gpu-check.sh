@@ -7,15 +7,18 @@
 #     REPORT_DIR  default: $OUT if set, else ./gpu-report
 #
 # Runs `gtadapt info` and `gtadapt kernels check --device cuda`; a short exp1 training run on
-# the GPU and the same on the CPU (GPU_CHECK_TRAIN_ITERS iterations, default 60); the GPU-capable test
+# the GPU (CUDA graph, --no-graph, TF32; same metrics required of graph and no-graph) and the
+# same on the CPU (GPU_CHECK_TRAIN_ITERS iterations, default 60); the GPU-capable test
 # executables with GTADAPT_REQUIRE_GPU=1 (a missing GPU fails them instead of skipping):
 # every tests/gpu_* target, and the library's unit tests filtered to `gpu::`; then the GPU
 # benchmarks (GPU_CHECK_BENCHES=0 skips them; each under GPU_CHECK_BENCH_TIMEOUT seconds,
 # default 240), a few minutes in all:
 #   1. reference/bench_ops.py --device cuda (PyTorch: cuDNN convs, cuBLAS GEMMs, the copy and
 #      FP32/TF32 GEMM ceilings) -> REPORT_DIR/bench/torch_ops-cuda.json, when python3 has torch;
-#   2. reference/gta_torch.py bench --device cuda, exp1 and exp3, batch 100 and 64, eager and
-#      with --compile (torch.compile; falls back to eager, saying so, when it cannot compile)
+#   2. reference/gta_torch.py bench --device cuda, exp1 and exp3, batch 100 and 64, eager, and
+#      for exp1 at batch 100 also with --compile (torch.compile, which compiles for minutes;
+#      GPU_CHECK_TORCH_COMPILE=all for every case, 0 for none; falls back to eager, saying so,
+#      when it cannot compile)
 #      -> REPORT_DIR/bench/torch_iteration-<exp>-b<batch>-<eager|compiled>.json;
 #   3. benches/kernels on CUDA (joins 1.; cuDNN and cuBLAS columns through cudarc, with the
 #      nvidia/*/lib folders of PyTorch's pip wheels put on LD_LIBRARY_PATH so cudarc finds
@@ -136,7 +139,14 @@ if [[ "${GPU_CHECK_BENCHES:-1}" != 0 ]]; then
     if [[ -f "$bundle/reference/gta_torch.py" ]] && python3 -c 'import torch' 2>/dev/null; then
         for e in exp1 exp3; do
             for b in 100 64; do
-                for mode in eager compiled; do
+                # torch.compile compiles for minutes: exp1 at batch 100 only, unless
+                # GPU_CHECK_TORCH_COMPILE=all (or 0: none).
+                modes=(eager)
+                case "${GPU_CHECK_TORCH_COMPILE:-exp1-b100}" in
+                    all) modes=(eager compiled) ;;
+                    exp1-b100) [[ $e == exp1 && $b == 100 ]] && modes=(eager compiled) ;;
+                esac
+                for mode in "${modes[@]}"; do
                     flag=()
                     [[ $mode == compiled ]] && flag=(--compile)
                     run "bench-torch-iteration-$e-b$b-$mode" "$bench_timeout" python3 \

@@ -783,6 +783,7 @@ impl<M: BenchTarget> Harness<'_, M> {
                     &weight,
                     &mean,
                     &invstd,
+                    None,
                     &gys[i],
                     Some(&mut gxs[i]),
                     Some(&mut gw),

@@ -1347,7 +1347,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let mut db = need[2].then(|| self.tensor(c.clone())).transpose()?;
         let exec = &self.inner.exec;
         match saved {
-            GpuBnSaved::Batch { mean, invstd } => bn_k::backward_train_fused(
+            GpuBnSaved::Batch { mean, invstd } => bn_k::backward_train(
                 exec,
                 x_dims,
                 xb,
@@ -1360,7 +1360,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
                 dw.as_mut().map(|t| &mut t.0),
                 db.as_mut().map(|t| &mut t.0),
             )?,
-            GpuBnSaved::Running { mean, var, eps } => bn_k::backward_eval_fused(
+            GpuBnSaved::Running { mean, var, eps } => bn_k::backward_eval(
                 exec,
                 x_dims,
                 xb,

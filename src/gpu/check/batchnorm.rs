@@ -468,7 +468,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
         let sid = exec.upload(&stats.invstd)?;
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let (mut gxd, mut gwd, mut gbd) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
-        let res = bn::backward_train_fused(
+        let res = bn::backward_train(
             exec,
             dims,
             &xd,
@@ -489,7 +489,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             // Each gradient alone: the same bits as all three together.
             let kp = format!("{k}: one gradient alone");
             let mut gx1 = nan(exec, total)?;
-            let r1 = bn::backward_train_fused(
+            let r1 = bn::backward_train(
                 exec,
                 dims,
                 &xd,
@@ -503,7 +503,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
                 None,
             );
             let mut gw1 = nan(exec, c)?;
-            let r2 = bn::backward_train_fused(
+            let r2 = bn::backward_train(
                 exec,
                 dims,
                 &xd,
@@ -517,7 +517,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
                 None,
             );
             let mut gb1 = nan(exec, c)?;
-            let r3 = bn::backward_train_fused(
+            let r3 = bn::backward_train(
                 exec,
                 dims,
                 &xd,
@@ -547,6 +547,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
                     &wd,
                     &smd,
                     &sid,
+                    None,
                     &gd,
                     Some(&mut sx),
                     Some(&mut sw),
@@ -581,7 +582,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             .collect();
         let bounds = backward_bounds(&x, dims, &weight, &rm, &is_eval, &g, &wgb, &wgw);
         let (mut gxd, mut gwd, mut gbd) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
-        let res = bn::backward_eval_fused(
+        let res = bn::backward_eval(
             exec,
             dims,
             &xd,
@@ -611,6 +612,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
                     &rmd,
                     &rvd,
                     eps,
+                    None,
                     &gd,
                     Some(&mut sx),
                     Some(&mut sw),
@@ -678,9 +680,22 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
         )
         .is_err(),
         bn::forward_eval(exec, d4, &x4, &pc, &pc, &pc, &pc, 1e-5, sigmoid, &mut y4).is_err(),
-        bn::backward_train(exec, d4, &x4, &pc, &pc, &pc, &x2, Some(&mut y4), None, None).is_err(),
+        bn::backward_train(
+            exec,
+            d4,
+            &x4,
+            &pc,
+            &pc,
+            &pc,
+            None,
+            &x2,
+            Some(&mut y4),
+            None,
+            None,
+        )
+        .is_err(),
         // A fused backward: y of the wrong length, an activation that cannot be fused.
-        bn::backward_train_fused(
+        bn::backward_train(
             exec,
             d4,
             &x4,
@@ -697,7 +712,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             None,
         )
         .is_err(),
-        bn::backward_eval_fused(
+        bn::backward_eval(
             exec,
             d4,
             &x4,
@@ -723,6 +738,7 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             &pc,
             &pc,
             1e-5,
+            None,
             &x4,
             None,
             None,

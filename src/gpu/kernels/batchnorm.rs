@@ -354,42 +354,13 @@ fn backward<M: Memory>(
 
 /// Training-mode backward (the statistics depend on x), from the `save_mean`/`save_invstd` of
 /// [`forward_train`]: gb = Σ gy, gw = Σ gy·x̂, gx = weight·invstd·(gy − mean(gy) −
-/// x̂·mean(gy·x̂)), x̂ = (x − mean)·invstd. Each gradient is computed only when given; `gy` is
-/// the gradient of the normalized output (for a fused activation see [`backward_train_fused`]).
+/// x̂·mean(gy·x̂)), x̂ = (x − mean)·invstd. Each gradient is computed only when given. With
+/// `fused` (the activation fused into the forward, and the forward's output y) `gy` is the
+/// gradient of y and the kernel forms g = act'(y)·gy itself, exactly as
+/// [`super::activation::backward`] would have written it; with `None`, `gy` is the gradient of
+/// the normalized output.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_train<M: Memory>(
-    exec: &M,
-    x_dims: [usize; 4],
-    x: &M::Buf<f32>,
-    weight: &M::Buf<f32>,
-    save_mean: &M::Buf<f32>,
-    save_invstd: &M::Buf<f32>,
-    gy: &M::Buf<f32>,
-    gx: Option<&mut M::Buf<f32>>,
-    gw: Option<&mut M::Buf<f32>>,
-    gb: Option<&mut M::Buf<f32>>,
-) -> Result<(), GpuError> {
-    backward_train_fused(
-        exec,
-        x_dims,
-        x,
-        weight,
-        save_mean,
-        save_invstd,
-        None,
-        gy,
-        gx,
-        gw,
-        gb,
-    )
-}
-
-/// [`backward_train`] of a forward with a fused activation (`fused`: the activation and the
-/// forward's output y; `gy` the gradient of y): the gradient g = act'(y)·gy is formed in the
-/// kernel, exactly as [`super::activation::backward`] would have written it. `None`: `gy` is
-/// the gradient of the normalized output ([`backward_train`]).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_train_fused<M: Memory>(
     exec: &M,
     x_dims: [usize; 4],
     x: &M::Buf<f32>,
@@ -420,40 +391,10 @@ pub fn backward_train_fused<M: Memory>(
 }
 
 /// Evaluation-mode backward (the running statistics are constants): gx = gy·weight·invstd,
-/// gw = Σ gy·x̂, gb = Σ gy, x̂ = (x − running_mean)·invstd, invstd = 1/sqrt(running_var + eps).
+/// gw = Σ gy·x̂, gb = Σ gy, x̂ = (x − running_mean)·invstd, invstd = 1/sqrt(running_var + eps);
+/// `fused` as in [`backward_train`].
 #[allow(clippy::too_many_arguments)]
 pub fn backward_eval<M: Memory>(
-    exec: &M,
-    x_dims: [usize; 4],
-    x: &M::Buf<f32>,
-    weight: &M::Buf<f32>,
-    running_mean: &M::Buf<f32>,
-    running_var: &M::Buf<f32>,
-    eps: f32,
-    gy: &M::Buf<f32>,
-    gx: Option<&mut M::Buf<f32>>,
-    gw: Option<&mut M::Buf<f32>>,
-    gb: Option<&mut M::Buf<f32>>,
-) -> Result<(), GpuError> {
-    backward_eval_fused(
-        exec,
-        x_dims,
-        x,
-        weight,
-        running_mean,
-        running_var,
-        eps,
-        None,
-        gy,
-        gx,
-        gw,
-        gb,
-    )
-}
-
-/// [`backward_eval`] of a forward with a fused activation (see [`backward_train_fused`]).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_eval_fused<M: Memory>(
     exec: &M,
     x_dims: [usize; 4],
     x: &M::Buf<f32>,

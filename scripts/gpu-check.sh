@@ -93,17 +93,19 @@ if [[ -x "$bundle/tests/lib" ]]; then
 fi
 # A short training run on the embedded pair at the paper's settings (batch 100, widths 64,
 # nz 512): on the GPU with iterations replayed from a CUDA graph (the default), launch by
-# launch (--no-graph: the graph's gain), with TF32 convolutions, and the same run on this
+# launch (--no-graph: the graph's gain), with TF32 convolutions (all, and --precision auto:
+# the wide layers only), and the same run on this
 # machine's CPU: seconds per training iteration of each (the summary line of each log), the
 # GPU's memory report and the number of replayed iterations. The graph and no-graph runs must
 # end with the same losses (compared below).
 train_iters="${GPU_CHECK_TRAIN_ITERS:-60}"
-train_runs=(cuda cuda-nograph cuda-tf32 cpu)
+train_runs=(cuda cuda-nograph cuda-tf32 cuda-auto cpu)
 for r in "${train_runs[@]}"; do
     case "$r" in
         cuda) flags=(--device cuda) ;;
         cuda-nograph) flags=(--device cuda --no-graph) ;;
         cuda-tf32) flags=(--device cuda --precision tf32) ;;
+        cuda-auto) flags=(--device cuda --precision auto) ;;
         cpu) flags=(--device cpu) ;;
     esac
     run "train-exp1-$r" 600 "$bundle/gtadapt" train "${flags[@]}" --experiment exp1 \

@@ -233,35 +233,42 @@ fn a_tensor_from_an_earlier_iteration_is_refused() {
 /// TF32 convolutions (tensor cores, emulated): the first iteration's losses stay within TF32
 /// rounding of the CPU's FP32 (inputs of every conv rounded to a 10-bit mantissa: ≈ 1e-3
 /// relative through the networks; bound 1e-2), and differ from the FP32 kernels' (so the
-/// tensor-core path ran).
+/// tensor-core path ran). `Precision::Auto` (TF32 on the layers with ≥ 16 channels on both
+/// sides, FP32 on the others) likewise, and differs from both all-FP32 and all-TF32.
 #[test]
 fn exp1_with_tf32_convolutions_stays_within_tf32_rounding() {
     use gtadapt::gpu::kernels::conv::Precision;
     let cpu = Trainer::new(Experiment::Exp1, hyper(), SEED);
-    let mut tf32 = cpu
-        .to_backend(Gpu::with_precision(Emulator::new(), Precision::Tf32))
-        .unwrap();
-    let mut fp32 = cpu.to_backend(Gpu::new(Emulator::new())).unwrap();
-    let mut cpu = cpu;
     let (b, z) = (batch(0), noise(0));
-    let lc = cpu.step(&b, &z).unwrap();
-    let lt = tf32.step(&b, &z).unwrap();
-    let lf = fp32.step(&b, &z).unwrap();
-    let (c, t, f) = (
-        [lc.d, lc.g, lc.c, lc.f],
-        [lt.d, lt.g, lt.c, lt.f],
-        [lf.d, lf.g, lf.c, lf.f],
+    let losses = |p: Precision| {
+        let mut t = cpu
+            .to_backend(Gpu::with_precision(Emulator::new(), p))
+            .unwrap();
+        let l = t.step(&b, &z).unwrap();
+        [l.d, l.g, l.c, l.f]
+    };
+    let (t, a, f) = (
+        losses(Precision::Tf32),
+        losses(Precision::Auto),
+        losses(Precision::Fp32),
     );
-    for i in 0..4 {
-        assert!(
-            (c[i] - t[i]).abs() <= 1e-2 * c[i].abs().max(1.0),
-            "tf32 losses {t:?} vs cpu {c:?}"
-        );
+    let mut cpu = cpu;
+    let lc = cpu.step(&b, &z).unwrap();
+    let c = [lc.d, lc.g, lc.c, lc.f];
+    for (name, l) in [("tf32", t), ("auto", a)] {
+        for i in 0..4 {
+            assert!(
+                (c[i] - l[i]).abs() <= 1e-2 * c[i].abs().max(1.0),
+                "{name} losses {l:?} vs cpu {c:?}"
+            );
+        }
     }
     assert_ne!(
         t, f,
         "TF32 gave the FP32 kernels' bits: the tensor-core path did not run"
     );
+    assert_ne!(a, f, "auto ran no layer in TF32");
+    assert_ne!(a, t, "auto ran every layer in TF32");
 }
 
 /// On the GPU backend: batch norm + LeakyReLU/ReLU (train and eval) fused into one op each way

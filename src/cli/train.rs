@@ -116,9 +116,11 @@ pub struct Budget {
     /// any other. `gtadapt train --dry-run` shows the device memory a configuration needs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// Arithmetic of the convolutions on the GPU backend: fp32 (FMA units), or tf32 (tensor
+    /// Arithmetic of the convolutions on the GPU backend: fp32 (FMA units), tf32 (tensor
     /// cores, sm_80+: inputs rounded to a 10-bit mantissa, f32 accumulation; faster, and
-    /// within TF32 rounding of FP32).
+    /// within TF32 rounding of FP32), or auto (per layer: tf32 where both sides have ≥ 16
+    /// channels — the large, compute-bound layers — fp32 on the thin RGB and one-channel
+    /// layers, where tensor cores gain nothing).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
     /// GPU backend: run every iteration launch by launch instead of capturing one training
@@ -132,6 +134,7 @@ pub struct Budget {
 pub enum PrecisionArg {
     Fp32,
     Tf32,
+    Auto,
 }
 
 impl Budget {
@@ -208,7 +211,9 @@ fn resolve_device(d: DeviceArg, precision: PrecisionArg, no_graph: bool) -> Resu
     let p = match precision {
         PrecisionArg::Fp32 => Precision::Fp32,
         PrecisionArg::Tf32 => Precision::Tf32,
+        PrecisionArg::Auto => Precision::Auto,
     };
+    let name = format!("{p:?}").to_lowercase();
     let o = GpuOptions {
         precision: p,
         graphs: !no_graph,
@@ -220,8 +225,8 @@ fn resolve_device(d: DeviceArg, precision: PrecisionArg, no_graph: bool) -> Resu
         CudaStatus::DriverError(e) => Err(e),
     };
     Ok(match d {
-        DeviceArg::Cpu if p == Precision::Tf32 => bail!(
-            "--precision tf32 runs the convolutions on tensor cores: it needs --device cuda (or \
+        DeviceArg::Cpu if p != Precision::Fp32 => bail!(
+            "--precision {name} runs convolutions on tensor cores: it needs --device cuda (or \
              emu, which emulates them); the CPU backend computes in FP32"
         ),
         DeviceArg::Cpu => Device::Cpu,
@@ -235,8 +240,8 @@ fn resolve_device(d: DeviceArg, precision: PrecisionArg, no_graph: bool) -> Resu
         },
         DeviceArg::Auto => match gpu() {
             Ok(()) => Device::Cuda(o),
-            Err(_) if p == Precision::Tf32 => bail!(
-                "--precision tf32 needs a GPU (tensor cores); none is usable here — use \
+            Err(_) if p != Precision::Fp32 => bail!(
+                "--precision {name} needs a GPU (tensor cores); none is usable here — use \
                  --device emu to emulate it, or drop --precision"
             ),
             Err(_) => Device::Cpu,

@@ -82,19 +82,37 @@ pub enum Precision {
     /// relative each), exact products, f32 accumulation. See src/gpu/check/conv_tf32.rs for
     /// the error bound.
     Tf32,
+    /// Per layer: TF32 where the layer is a large GEMM on both sides (at least
+    /// [`AUTO_TF32_MIN_CHANNELS`] input and output channels: compute bound, where tensor cores
+    /// pay), FP32 on the thin layers (RGB inputs and outputs, one-channel heads: memory or
+    /// launch bound, where TF32 gains nothing and would only add rounding).
+    Auto,
 }
 
+/// [`Precision::Auto`] runs a layer in TF32 from this many channels on both sides.
+pub const AUTO_TF32_MIN_CHANNELS: usize = 16;
+
 impl Precision {
-    /// The kernel name prefix: `conv_` or `conv_tc_`.
+    /// The arithmetic of layer `s` (FP32 or TF32; [`Precision::Auto`] resolved by shape).
+    pub fn for_shape(self, s: &ConvShape) -> Precision {
+        match self {
+            Precision::Auto if s.w_dims[0].min(s.w_dims[1]) >= AUTO_TF32_MIN_CHANNELS => {
+                Precision::Tf32
+            }
+            Precision::Auto => Precision::Fp32,
+            p => p,
+        }
+    }
+    /// The kernel name prefix: `conv_` or `conv_tc_` (of a resolved precision).
     fn prefix(self) -> &'static str {
         match self {
-            Precision::Fp32 => "conv_",
+            Precision::Fp32 | Precision::Auto => "conv_",
             Precision::Tf32 => "conv_tc_",
         }
     }
     fn threads(self) -> u32 {
         match self {
-            Precision::Fp32 => THREADS,
+            Precision::Fp32 | Precision::Auto => THREADS,
             Precision::Tf32 => TC_THREADS,
         }
     }
@@ -227,10 +245,10 @@ impl ConvShape {
 }
 
 /// The tile shape for `m` GEMM rows: 16×256 (FP32) or 16×128 (TF32) for narrow outputs,
-/// 64×64 otherwise.
+/// 64×64 otherwise (of a resolved precision: see [`Precision::for_shape`]).
 fn tile(m: usize, prec: Precision) -> (usize, usize, &'static str) {
     match (m <= 16, prec) {
-        (true, Precision::Fp32) => (16, 256, "16x256"),
+        (true, Precision::Fp32 | Precision::Auto) => (16, 256, "16x256"),
         (true, Precision::Tf32) => (16, 128, "16x128"),
         (false, _) => (64, 64, "64x64"),
     }
@@ -411,7 +429,7 @@ pub fn workspace_len(s: &ConvShape) -> usize {
 
 /// [`workspace_len`] for [`backward_filter_with`] at precision `prec`.
 pub fn workspace_len_with(s: &ConvShape, prec: Precision) -> usize {
-    match s.wgrad_split(prec) {
+    match s.wgrad_split(prec.for_shape(s)) {
         Some((splits, _)) if splits > 1 => splits * s.w_dims.iter().product::<usize>(),
         _ => 0,
     }
@@ -444,6 +462,7 @@ pub fn forward_with<M: Memory>(
     y: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     let g = s.geom("conv_forward")?;
+    let prec = prec.for_shape(s);
     let act = act_code("conv_forward", act)?;
     let pass = if s.transposed {
         DataPass::BwdData
@@ -474,6 +493,7 @@ pub fn backward_data_with<M: Memory>(
     gx: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     let g = s.geom("conv_backward_data")?;
+    let prec = prec.for_shape(s);
     let pass = if s.transposed {
         DataPass::Fwd
     } else {
@@ -508,6 +528,7 @@ pub fn backward_filter_with<M: Memory>(
     gw: &mut M::Buf<f32>,
 ) -> Result<(), GpuError> {
     let g = s.geom("conv_wgrad")?;
+    let prec = prec.for_shape(s);
     let (im, col) = if s.transposed { (gy, x) } else { (x, gy) };
     let (m, n, k) = wgrad_dims(&g);
     let (splits, slice) = wgrad_split(m, n, k, prec);
@@ -580,4 +601,37 @@ pub fn backward_bias<M: Memory>(
     // SAFETY: gy holds n·c·h·w floats, gb c (checked); block `ch < c` reads channel ch of
     // every sample and writes gb[ch].
     unsafe { launch(exec, K, LaunchConfig::linear(count(K, c)?, THREADS), &p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(w_dims: [usize; 4], transposed: bool) -> ConvShape {
+        ConvShape {
+            x_dims: [100, if transposed { w_dims[0] } else { w_dims[1] }, 8, 8],
+            w_dims,
+            p: Conv2dParams {
+                stride: 1,
+                padding: 1,
+            },
+            transposed,
+        }
+    }
+
+    #[test]
+    fn auto_precision_takes_tf32_on_wide_layers_only() {
+        let a = Precision::Auto;
+        // D.conv2 64→128: TF32. F1.conv1 3→64, G's last convT 64→3, a one-channel head: FP32.
+        assert_eq!(a.for_shape(&shape([128, 64, 3, 3], false)), Precision::Tf32);
+        assert_eq!(a.for_shape(&shape([64, 3, 5, 5], false)), Precision::Fp32);
+        assert_eq!(a.for_shape(&shape([64, 3, 4, 4], true)), Precision::Fp32);
+        assert_eq!(a.for_shape(&shape([1, 128, 4, 4], false)), Precision::Fp32);
+        assert_eq!(a.for_shape(&shape([16, 16, 3, 3], false)), Precision::Tf32);
+        assert_eq!(a.for_shape(&shape([16, 15, 3, 3], false)), Precision::Fp32);
+        // Fixed precisions stay.
+        for p in [Precision::Fp32, Precision::Tf32] {
+            assert_eq!(p.for_shape(&shape([1, 3, 3, 3], false)), p);
+        }
+    }
 }

@@ -76,12 +76,6 @@ impl Backend for Cpu {
     fn resident_split(&self, _split: &crate::data::Split) -> Result<Option<()>> {
         Ok(None)
     }
-    fn gather(&self, _images: &(), _indices: &[u32]) -> Result<(Tensor, Tensor)> {
-        Err(Error::invalid(
-            "gather",
-            "the CPU backend keeps no resident images (batches come from the host pipeline)",
-        ))
-    }
     fn normal(&self, seed: u64, stream: u64, offset: u64, shape: &Shape) -> Result<Tensor> {
         let mut v = vec![0.0f32; shape.numel()];
         crate::rng::normal(seed, stream, offset, &mut v);

@@ -552,31 +552,6 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             DeviceImages::from_images(exec, &split.images)?.with_labels(exec, labels)?,
         ))
     }
-    fn gather(
-        &self,
-        images: &DeviceImages<M>,
-        indices: &[u32],
-    ) -> Result<(GpuTensor<M>, GpuTensor<M>)> {
-        self.not_capturing("a host → device copy of batch rows")?;
-        let (mut idx, _) = self.alloc::<u32>(indices.len())?;
-        idx.write(indices)?;
-        let shape = Shape::new(&[indices.len(), 3, 32, 32]);
-        let (mut unit, _, g) = self.tensor(shape.clone())?;
-        let x = self.output(shape, |x| {
-            gather_k(
-                &self.inner.exec,
-                images,
-                Rows::Now(&idx),
-                x,
-                Some(&mut unit),
-                None,
-            )
-        })?;
-        Ok((
-            x,
-            Self::wrap(unit, Shape::new(&[indices.len(), 3, 32, 32]), g),
-        ))
-    }
     fn normal(&self, seed: u64, stream: u64, offset: u64, shape: &Shape) -> Result<GpuTensor<M>> {
         self.output(shape.clone(), |y| {
             rng_k::normal(&self.inner.exec, seed, stream, offset, y)

@@ -82,7 +82,7 @@ pub trait Backend: Clone + 'static {
     /// Adam's moments and step count for one parameter tensor.
     type AdamState: std::fmt::Debug;
     /// A dataset split's images resident in this backend's memory (see
-    /// [`Backend::resident_images`]).
+    /// [`Backend::resident_split`]).
     type Images: 'static;
     /// A running count of correct predictions kept on the backend (one read per split).
     type Counter;
@@ -142,13 +142,6 @@ pub trait Backend: Clone + 'static {
     /// prepared on the host and uploaded (the CPU).
     /// The split's labels come along, so a scheduled batch has its labels on the device too.
     fn resident_split(&self, split: &crate::data::Split) -> Result<Option<Self::Images>>;
-    /// The batch of rows `indices` of resident images: (F's normalized view, D's [−1, 1]
-    /// view), each [B,3,32,32], bit-identical to the host batch pipeline.
-    fn gather(
-        &self,
-        images: &Self::Images,
-        indices: &[u32],
-    ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// N(0, 1) draws `rng::normal(seed, stream, offset)` of `shape` (the same bits on every
     /// backend).
     fn normal(&self, seed: u64, stream: u64, offset: u64, shape: &Shape) -> Result<Self::Tensor>;

@@ -7,8 +7,11 @@
 //!
 //! Environment:
 //! - GTADAPT_BENCH_DEVICE: `cpu` (default when no GPU is usable), `cuda` (default with a GPU;
-//!   timed twice: launches synchronous as in training, then asynchronous, the host not waiting
-//!   after each kernel), `emu` (the GPU backend on the emulator: default batch 2, widths 8).
+//!   timed four ways: `Trainer::step` with launches synchronous, then asynchronous, the host
+//!   not waiting after each kernel; then as `gtadapt train` runs — embedded data resident,
+//!   the epoch's schedule on the device — launch by launch (`no-graph`) and replaying one
+//!   captured CUDA graph per iteration (`graph`): the graph's gain, measured in one run),
+//!   `emu` (the GPU backend on the emulator: default batch 2, widths 8; sync, no-graph, graph).
 //! - GTADAPT_BENCH_BATCHES (comma-separated; default "100,64" on CUDA, "100" on the CPU, "2" on
 //!   the emulator; GTADAPT_BENCH_BATCH also works),
 //!   GTADAPT_BENCH_ITERS (timed iterations, default 3), GTADAPT_BENCH_WIDTH (ndf = ngf,
@@ -126,6 +129,33 @@ fn time_steps<B: Backend>(t: &mut Trainer<B>, b: &Batch, nz: usize, iters: usize
         .map(|(name, s)| (name, s * 1e3 / iters as f64))
         .collect();
     (ms[ms.len() / 2], per_iter)
+}
+
+/// Iterations as `gtadapt train` runs them on the GPU backend (embedded data resident, the
+/// epoch's schedule on the device; with `graphs`, one captured iteration replayed): the mean
+/// of `iters` iterations after 3 warm-up ones (samples, arena, capture), timed together to a
+/// final synchronization. No phase split (that needs a synchronization per phase).
+fn scheduled<M: gtadapt::gpu::Memory + 'static>(
+    backend: gtadapt::backend::gpu::Gpu<M>,
+    graphs: bool,
+    experiment: Experiment,
+    hyper: Hyper,
+    batch: usize,
+    iters: usize,
+) -> (&'static str, Timing) {
+    let cfg = gtadapt::train::RunConfig {
+        experiment,
+        hyper,
+        source: "embedded-mnist".into(),
+        target: "embedded-mnistm".into(),
+        epochs: 1,
+        batch_size: batch,
+        iters_per_epoch: None,
+        seed: 1,
+        input_norm: gtadapt::train::InputNorm::Dataset,
+    };
+    let ms = gtadapt::train::time_iterations(backend, &cfg, 3, iters).expect("timed iterations");
+    (if graphs { "graph" } else { "no-graph" }, (ms, Vec::new()))
 }
 
 fn batch_of(n: usize) -> Batch {
@@ -276,6 +306,11 @@ fn main() {
                         ))
                         .expect("to emulator");
                     runs.push(("sync", time_steps(&mut t, &b, nz, iters)));
+                    for graphs in [false, true] {
+                        let g = gtadapt::backend::gpu::Gpu::new(gtadapt::gpu::Emulator::new())
+                            .with_graphs(graphs);
+                        runs.push(scheduled(g, graphs, exp, hyper, batch, iters));
+                    }
                 }
                 _ => {
                     for mode in ["sync", "async"] {
@@ -286,17 +321,24 @@ fn main() {
                             .expect("to GPU");
                         runs.push((mode, time_steps(&mut t, &b, nz, iters)));
                     }
+                    for graphs in [false, true] {
+                        let e = gtadapt::gpu::cuda::CudaExecutor::new().expect("CUDA executor");
+                        let g = gtadapt::backend::gpu::Gpu::new(e).with_graphs(graphs);
+                        runs.push(scheduled(g, graphs, exp, hyper, batch, iters));
+                    }
                 }
             }
             let flop = flops_per_iter(exp, batch, width, nz);
             for (mode, (ms, phases)) in runs {
                 let split: Vec<String> =
                     phases.iter().map(|(n, v)| format!("{n} {v:.1}")).collect();
-                phase_lines.push(format!(
-                    "| {} | {batch} | {mode} | {} |",
-                    exp.name(),
-                    split.join(", ")
-                ));
+                if !split.is_empty() {
+                    phase_lines.push(format!(
+                        "| {} | {batch} | {mode} | {} |",
+                        exp.name(),
+                        split.join(", ")
+                    ));
+                }
                 let gflops = flop / ms / 1e6;
                 let pct = peak.as_ref().map(|(p, _)| 100.0 * gflops / p);
                 let line = format!(

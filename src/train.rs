@@ -648,58 +648,42 @@ fn run_with<B: Backend>(
             if let Some(sig) = health::raise_at(global) {
                 crate::signal::raise(sig);
             }
-            // The first iteration of an epoch keeps its generated images (samples): never a
-            // replay. The others replay the captured iteration when there is a valid one.
+            // The first iteration of an epoch keeps its generated images (samples).
             let sample = i == 0;
-            let replayed = !sample && backend.replay()?;
-            if replayed {
-                // The host counters the captured iteration advanced (its host code does not
-                // run again).
-                trainer.add_host_counters(&replay_counters)?;
-            } else {
-                backend.begin_iteration()?;
-                // Capture once the previous iteration was a training one (memory settled).
-                let capturing = !sample && i > skip && backend.capture_begin()?;
-                let counters_before = trainer.host_counters();
-                let batch = match (&resident, host_batches.as_mut()) {
-                    (Some(images), _) => scheduled_batch(&backend, cfg.experiment, images)?,
-                    (None, Some(batches)) => {
-                        let (bs, bt) = batches.next().ok_or_else(|| {
-                            Error::invalid("train", "the batch pipeline ended early")
-                        })?;
-                        let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
-                        let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
-                        Batch {
-                            x_s,
-                            x_s_unit,
-                            y_s: bs.labels.clone(),
-                            x_t,
-                            x_t_unit,
-                        }
-                        .into_backend(&backend)?
+            match (&resident, host_batches.as_mut()) {
+                (Some(images), _) => {
+                    let mut it = ScheduledIteration {
+                        backend: &backend,
+                        experiment: cfg.experiment,
+                        images,
+                        noise_shape: &noise_shape,
+                        replay_counters: &mut replay_counters,
+                    };
+                    // Capture once the previous iteration was a training one (memory settled).
+                    it.run(&mut trainer, &mut acc, sample, i > skip)?;
+                }
+                (None, Some(batches)) => {
+                    backend.begin_iteration()?;
+                    let (bs, bt) = batches
+                        .next()
+                        .ok_or_else(|| Error::invalid("train", "the batch pipeline ended early"))?;
+                    let (x_s, x_s_unit) = input_tensors(&bs, cfg.input_norm)?;
+                    let (x_t, x_t_unit) = input_tensors(&bt, cfg.input_norm)?;
+                    let batch = Batch {
+                        x_s,
+                        x_s_unit,
+                        y_s: bs.labels.clone(),
+                        x_t,
+                        x_t_unit,
                     }
-                    (None, None) => unreachable!("one batch source is always set"),
-                };
-                let noise = if scheduled {
-                    scheduled_noise(&backend, &noise_shape)?
-                } else {
-                    noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?
-                };
-                trainer.capture = sample;
-                let l = trainer.step_deferred(&batch, &noise)?;
-                backend.accumulate(&mut acc, &l)?;
-                if scheduled {
-                    backend.advance_schedule()?;
+                    .into_backend(&backend)?;
+                    let noise =
+                        noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?;
+                    trainer.capture = sample;
+                    let l = trainer.step_deferred(&batch, &noise)?;
+                    backend.accumulate(&mut acc, &l)?;
                 }
-                if capturing {
-                    backend.capture_end()?;
-                    replay_counters = trainer
-                        .host_counters()
-                        .iter()
-                        .zip(&counters_before)
-                        .map(|(a, b)| a - b)
-                        .collect();
-                }
+                (None, None) => unreachable!("one batch source is always set"),
             }
             if health::inject_nan(global) {
                 let nan = Tensor::new([4], vec![f32::NAN, 0.0, 0.0, 0.0])?;
@@ -938,6 +922,129 @@ fn scheduled_noise<B: Backend>(
     })
 }
 
+/// One training iteration from a loaded schedule (resident images): what `train` and the
+/// iteration benchmark run.
+struct ScheduledIteration<'a, B: Backend> {
+    backend: &'a B,
+    experiment: Experiment,
+    images: &'a (B::Images, B::Images),
+    noise_shape: &'a crate::shape::Shape,
+    /// What a replayed iteration adds to the trainer's host counters (set by a capture).
+    replay_counters: &'a mut Vec<i64>,
+}
+
+impl<B: Backend> ScheduledIteration<'_, B> {
+    /// Replays the captured iteration when there is a valid one (not for a `sample` iteration,
+    /// which keeps its generated images); else runs it launch by launch, captured on the way
+    /// when `may_capture` (the iteration before was a training one: memory settled) and the
+    /// backend can. The losses are added to `acc` on the backend.
+    fn run(
+        &mut self,
+        trainer: &mut Trainer<B>,
+        acc: &mut B::Tensor,
+        sample: bool,
+        may_capture: bool,
+    ) -> Result<()> {
+        let backend = self.backend;
+        if !sample && backend.replay()? {
+            // The host code of the captured iteration does not run again: its counters do.
+            return trainer.add_host_counters(self.replay_counters);
+        }
+        backend.begin_iteration()?;
+        let capturing = !sample && may_capture && backend.capture_begin()?;
+        let before = trainer.host_counters();
+        let batch = scheduled_batch(backend, self.experiment, self.images)?;
+        let noise = scheduled_noise(backend, self.noise_shape)?;
+        trainer.capture = sample;
+        let l = trainer.step_deferred(&batch, &noise)?;
+        backend.accumulate(acc, &l)?;
+        backend.advance_schedule()?;
+        if capturing {
+            backend.capture_end()?;
+            *self.replay_counters = trainer
+                .host_counters()
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect();
+        }
+        Ok(())
+    }
+}
+
+/// Milliseconds per training iteration as `train` runs them on `backend` when it keeps the
+/// images resident: the run's data and epoch-1 schedule, `warmup` iterations (the first keeps
+/// samples, the next settle the arena and capture the graph when `backend` uses graphs), then
+/// the mean over `iters` iterations timed together to a final synchronization (launches and
+/// replays are asynchronous, as in training). For benchmarks; `warmup + iters` must fit an
+/// epoch.
+pub fn time_iterations<B: Backend>(
+    backend: B,
+    cfg: &RunConfig,
+    warmup: usize,
+    iters: usize,
+) -> Result<f64> {
+    let data = RunData::open(cfg)?;
+    if warmup + iters > data.per_epoch || iters == 0 {
+        return Err(Error::invalid(
+            "time iterations",
+            format!(
+                "{warmup} + {iters} iterations (≥ 1 timed) in an epoch of {}",
+                data.per_epoch
+            ),
+        ));
+    }
+    let mut trainer =
+        Trainer::new(cfg.experiment, cfg.hyper, cfg.seed).to_backend(backend.clone())?;
+    let images = match (
+        backend.resident_split(&data.source.train)?,
+        backend.resident_split(&data.target.train)?,
+    ) {
+        (Some(s), Some(t)) => (s, t),
+        _ => {
+            return Err(Error::invalid(
+                "time iterations",
+                "the backend keeps no resident images",
+            ))
+        }
+    };
+    if !load_epoch_schedule(&backend, cfg, &trainer, &images, &data, 1, 0)? {
+        return Err(Error::invalid(
+            "time iterations",
+            "the backend takes no schedule",
+        ));
+    }
+    let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?;
+    let noise_shape = crate::shape::Shape::new(&[cfg.batch_size, cfg.hyper.widths.nz]);
+    let mut replay_counters = Vec::new();
+    let mut it = ScheduledIteration {
+        backend: &backend,
+        experiment: cfg.experiment,
+        images: &images,
+        noise_shape: &noise_shape,
+        replay_counters: &mut replay_counters,
+    };
+    let mut started = Instant::now();
+    for i in 0..warmup + iters {
+        if i == warmup {
+            backend.synchronize()?;
+            started = Instant::now();
+        }
+        it.run(&mut trainer, &mut acc, i == 0, i > 0)?;
+    }
+    backend.synchronize()?;
+    let ms = started.elapsed().as_secs_f64() * 1e3 / iters as f64;
+    // The losses of the timed iterations are finite (a broken iteration is not a timing).
+    let sums = backend.download(&acc)?;
+    if sums.data().iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            "time iterations",
+            format!("non-finite losses {:?}", sums.data()),
+        ));
+    }
+    Ok(ms)
+}
+
 /// The device memory a GPU run of `cfg` needs — persistent state (parameters, batch-norm
 /// buffers, Adam moments, the resident training images) and the per-iteration arena's peak
 /// over a training iteration and an evaluation chunk — found by running them on the
@@ -971,14 +1078,17 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
         };
         load_epoch_schedule(&backend, cfg, &trainer, &resident, &data, 1, 0)?;
         let shape = crate::shape::Shape::new(&[n, cfg.hyper.widths.nz]);
-        for _ in 0..2 {
+        let mut replay_counters = Vec::new();
+        let mut it = ScheduledIteration {
+            backend: &backend,
+            experiment: cfg.experiment,
+            images: &resident,
+            noise_shape: &shape,
+            replay_counters: &mut replay_counters,
+        };
+        for i in 0..2 {
             let before = planner.launches();
-            backend.begin_iteration()?;
-            let batch = scheduled_batch(&backend, cfg.experiment, &resident)?;
-            let noise = scheduled_noise(&backend, &shape)?;
-            let l = trainer.step_deferred(&batch, &noise)?;
-            backend.accumulate(&mut acc, &l)?;
-            backend.advance_schedule()?;
+            it.run(&mut trainer, &mut acc, false, i > 0)?;
             launches = planner.launches() - before;
         }
     } else {

@@ -201,3 +201,20 @@ fn scheduled_adam_refuses_scalars_off_the_schedule() {
         }
     }
 }
+
+/// The iteration benchmark's timing path (benches/train_step.rs `graph` / `no-graph` rows):
+/// the same scheduled iterations as `train`, capture included; a positive, finite time.
+#[test]
+fn time_iterations_runs_the_scheduled_iteration_with_and_without_graphs() {
+    for graphs in [false, true] {
+        let b = Gpu::new(Emulator::new()).with_graphs(graphs);
+        let cfg = common::tiny_run(Experiment::Exp1, 1, 4, 10, 2);
+        let ms = train::time_iterations(b.clone(), &cfg, 3, 2).unwrap();
+        assert!(ms.is_finite() && ms > 0.0, "{ms}");
+        // With graphs the timed iterations were replays.
+        assert_eq!(b.replayed_iterations(), if graphs { 2 } else { 0 });
+    }
+    // More iterations than an epoch holds: an error, not a panic.
+    let cfg = common::tiny_run(Experiment::Exp1, 1, 4, 3, 2);
+    assert!(train::time_iterations(Gpu::new(Emulator::new()), &cfg, 3, 2).is_err());
+}

@@ -539,26 +539,9 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             // Fused = the separate ops (activation backward, then the plain backward on g).
             if act.is_some() {
                 let kf = "batchnorm_backward_train_fused = separate ops (bits)";
-                let (mut sx, mut sw, mut sb) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
-                let res = bn::backward_train(
-                    exec,
-                    dims,
-                    &xd,
-                    &wd,
-                    &smd,
-                    &sid,
-                    None,
-                    &gd,
-                    Some(&mut sx),
-                    Some(&mut sw),
-                    Some(&mut sb),
-                );
-                if r.launched(kf, &s, Tolerance::Exact, res) {
-                    let same = bits(&sx.read()?) == bits(&ggx)
-                        && bits(&sw.read()?) == bits(&ggw)
-                        && bits(&sb.read()?) == bits(&ggb);
-                    r.holds(kf, &s, same, || "fused and separate differ".into());
-                }
+                fused_equals_separate(exec, r, kf, &s, [&ggx, &ggw, &ggb], |sx, sw, sb| {
+                    bn::backward_train(exec, dims, &xd, &wd, &smd, &sid, None, &gd, sx, sw, sb)
+                })?;
             }
         }
 
@@ -603,27 +586,9 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
             r.within_each(&format!("{k} gb"), &s, &ggb, &wgb, &bounds.gb);
             if act.is_some() {
                 let kf = "batchnorm_backward_eval_fused = separate ops (bits)";
-                let (mut sx, mut sw, mut sb) = (nan(exec, total)?, nan(exec, c)?, nan(exec, c)?);
-                let res = bn::backward_eval(
-                    exec,
-                    dims,
-                    &xd,
-                    &wd,
-                    &rmd,
-                    &rvd,
-                    eps,
-                    None,
-                    &gd,
-                    Some(&mut sx),
-                    Some(&mut sw),
-                    Some(&mut sb),
-                );
-                if r.launched(kf, &s, Tolerance::Exact, res) {
-                    let same = bits(&sx.read()?) == bits(&ggx)
-                        && bits(&sw.read()?) == bits(&ggw)
-                        && bits(&sb.read()?) == bits(&ggb);
-                    r.holds(kf, &s, same, || "fused and separate differ".into());
-                }
+                fused_equals_separate(exec, r, kf, &s, [&ggx, &ggw, &ggb], |sx, sw, sb| {
+                    bn::backward_eval(exec, dims, &xd, &wd, &rmd, &rvd, eps, None, &gd, sx, sw, sb)
+                })?;
             }
         }
     }
@@ -750,5 +715,37 @@ pub fn batch_norm<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Result<(), 
     r.holds(k, "[2,2,1,1]", errs.iter().all(|&e| e) && unchanged, || {
         format!("outcomes (true = rejected): {errs:?}, running stats unchanged: {unchanged}")
     });
+    Ok(())
+}
+
+/// The fused backward's (gx, gw, gb) `fused` equal, bit for bit, what `separate` (the
+/// backward without the activation, on the activation's gradient) writes into fresh
+/// NaN-poisoned outputs.
+fn fused_equals_separate<M: Memory>(
+    exec: &M,
+    r: &mut Report,
+    kernel: &str,
+    size: &str,
+    fused: [&[f32]; 3],
+    separate: impl FnOnce(
+        Option<&mut M::Buf<f32>>,
+        Option<&mut M::Buf<f32>>,
+        Option<&mut M::Buf<f32>>,
+    ) -> Result<(), GpuError>,
+) -> Result<(), GpuError> {
+    let [gx, gw, gb] = fused;
+    let (mut sx, mut sw, mut sb) = (
+        nan(exec, gx.len())?,
+        nan(exec, gw.len())?,
+        nan(exec, gb.len())?,
+    );
+    let res = separate(Some(&mut sx), Some(&mut sw), Some(&mut sb));
+    if r.launched(kernel, size, Tolerance::Exact, res) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let same = bits(&sx.read()?) == bits(gx)
+            && bits(&sw.read()?) == bits(gw)
+            && bits(&sb.read()?) == bits(gb);
+        r.holds(kernel, size, same, || "fused and separate differ".into());
+    }
     Ok(())
 }

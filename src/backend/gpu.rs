@@ -806,8 +806,18 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             }
         }
         *self.inner.graph.borrow_mut() = None;
-        if !self.inner.exec.capture_begin()? {
-            return Ok(false);
+        match self.inner.exec.capture_begin() {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => {
+                // Nothing is captured yet: train on launch by launch, and say why.
+                eprintln!(
+                    "warning: CUDA graph capture is unavailable ({e}); iterations run launch \
+                     by launch from here on"
+                );
+                self.inner.graphs.set(false);
+                return Ok(false);
+            }
         }
         *self.inner.capturing.borrow_mut() = Some(Capturing::default());
         Ok(true)
@@ -820,12 +830,23 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             .borrow_mut()
             .take()
             .ok_or_else(|| Error::invalid("graph", "no capture in progress"))?;
-        let graph = self.inner.exec.capture_end()?;
+        // The captured iteration has not run yet: a failure here leaves the state of the last
+        // checkpoint as the one to trust.
+        let hint = |e: crate::gpu::GpuError| {
+            Error::invalid(
+                "graph capture",
+                format!(
+                    "{e}: the captured iteration did not run; resume from the last checkpoint \
+                     with --no-graph"
+                ),
+            )
+        };
+        let graph = self.inner.exec.capture_end().map_err(hint)?;
         let (chunk, arena_bytes) = {
             let a = self.inner.arena.borrow();
             (a.chunk.as_ref().map_or(0, |c| c.device_ptr()), a.offset)
         };
-        self.inner.exec.graph_launch(&graph)?;
+        self.inner.exec.graph_launch(&graph).map_err(hint)?;
         *self.inner.graph.borrow_mut() = Some(Captured {
             graph,
             chunk,

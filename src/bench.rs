@@ -374,24 +374,29 @@ pub fn linear_layers(cfg: &Config) -> Vec<(String, usize, usize)> {
 /// Parameters Adam updates in one exp1 iteration (F1, C1, G, D: weights, biases, batch-norm
 /// affine), counted from the layer tables: the flat buffer of the Adam row.
 pub fn adam_params(cfg: &Config) -> usize {
-    let convs = conv_layers(cfg);
+    adam_tensor_sizes(cfg).iter().sum()
+}
+
+/// The sizes of the tensors [`adam_params`] counts, one per weight, bias and batch-norm
+/// vector (they sum to it).
+pub fn adam_tensor_sizes(cfg: &Config) -> Vec<usize> {
     let in_exp1 = |n: &str| n.starts_with("F1.") || n.starts_with("D.") || n.starts_with("G.");
-    let mut n = 0;
-    for l in convs.iter().filter(|l| in_exp1(&l.name)) {
-        n += l.cin * l.cout * l.k * l.k;
+    let mut v = Vec::new();
+    for l in conv_layers(cfg).iter().filter(|l| in_exp1(&l.name)) {
+        v.push(l.cin * l.cout * l.k * l.k);
         if l.name.starts_with("F1.") || l.name.starts_with("D.") {
-            n += l.cout; // biases
+            v.push(l.cout);
         }
     }
     for (name, c, _) in bn_layers(cfg) {
         if in_exp1(&name) {
-            n += 2 * c;
+            v.extend([c, c]);
         }
     }
     for (_, a, b) in linear_layers(cfg) {
-        n += a * b + b;
+        v.extend([a * b, b]);
     }
-    n
+    v
 }
 
 /// One measured row.
@@ -921,6 +926,44 @@ impl<M: BenchTarget> Harness<'_, M> {
                     &mut run,
                 );
             }
+            // What training runs: loss and saved gradient in one block, then the scaled
+            // backward.
+            let mut saved = e.alloc_zeroed::<f32>(n * k)?;
+            if self.cfg.selected(&name, "fused forward+grad") {
+                let mut run = |_| {
+                    loss::cross_entropy_fused(
+                        e,
+                        &logits,
+                        &labels,
+                        [n, k],
+                        &mut out,
+                        Some(&mut saved),
+                    )
+                };
+                self.measure(
+                    "loss",
+                    &name,
+                    "fused forward+grad",
+                    format!("{n}x{k}"),
+                    8.0 * (n * k) as f64,
+                    4.0 * (2 * n * k + n + 1) as f64,
+                    1,
+                    &mut run,
+                );
+            }
+            if self.cfg.selected(&name, "fused backward") {
+                let mut run = |_| loss::grad_scale(e, &saved, &g, n as f32, &mut dx);
+                self.measure(
+                    "loss",
+                    &name,
+                    "fused backward",
+                    format!("{n}x{k}"),
+                    2.0 * (n * k) as f64,
+                    4.0 * (2 * n * k + 1) as f64,
+                    1,
+                    &mut run,
+                );
+            }
             if self.cfg.selected(&name, "backward") {
                 let mut run =
                     |_| loss::cross_entropy_backward(e, &logits, &labels, [n, k], &g, &mut dx);
@@ -959,6 +1002,28 @@ impl<M: BenchTarget> Harness<'_, M> {
                 format!("{n}"),
                 6.0 * n as f64,
                 8.0 * n as f64,
+                1,
+                &mut run,
+            );
+        }
+        let mut saved = e.alloc_zeroed::<f32>(n)?;
+        if self.cfg.selected(&name, "fused forward+grad") {
+            let mut run = |_| {
+                loss::bce_fused(
+                    e,
+                    &x,
+                    loss::BceTarget::Constant(1.0),
+                    &mut out,
+                    Some(&mut saved),
+                )
+            };
+            self.measure(
+                "loss",
+                &name,
+                "fused forward+grad",
+                format!("{n}"),
+                8.0 * n as f64,
+                4.0 * (2 * n + 1) as f64,
                 1,
                 &mut run,
             );
@@ -1009,6 +1074,49 @@ impl<M: BenchTarget> Harness<'_, M> {
             sets,
             &mut run,
         );
+        // What training runs: one launch over the network's tensors (segments of the same
+        // flat buffers here, one per weight, bias and batch-norm vector of exp1).
+        if self.cfg.selected(name, "step, per-tensor segments") {
+            let sizes = adam_tensor_sizes(self.cfg);
+            let tables = (0..sets)
+                .map(|i| {
+                    let mut off = 0u64;
+                    let segs: Vec<adam::AdamSegment> = sizes
+                        .iter()
+                        .map(|&len| {
+                            let at = |b: &M::Buf<f32>| b.device_ptr() + 4 * off;
+                            let s = adam::AdamSegment {
+                                param: at(&ps[i]),
+                                grad: at(&gs[i]),
+                                m: at(&ms[i]),
+                                v: at(&vs[i]),
+                                n: len as u64,
+                            };
+                            off += len as u64;
+                            s
+                        })
+                        .collect();
+                    e.upload(&segs)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let max_n = sizes.iter().copied().max().unwrap_or(0);
+            let scalars = crate::ops::adam::AdamScalars::new(10, &acfg);
+            let mut run = |i: usize| {
+                // SAFETY: the segments tile the set's four flat buffers of n floats (the sizes
+                // sum to n), which stay alive and unshared during the launch.
+                unsafe { adam::step_multi(e, &tables[i], max_n, adam::StepScalars::Now(scalars)) }
+            };
+            self.measure(
+                "adam",
+                name,
+                "step, per-tensor segments",
+                format!("{n} params in {} tensors", sizes.len()),
+                12.0 * n as f64,
+                28.0 * n as f64,
+                sets,
+                &mut run,
+            );
+        }
         Ok(())
     }
 

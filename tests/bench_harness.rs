@@ -23,9 +23,12 @@ fn tiny_run_produces_well_formed_table_and_json() {
         + 2 * bench::pool_layers(&cfg).len()
         + 3 * bench::linear_layers(&cfg).len()
         + 6 // CE[.,10], CE[.,11], BCE: forward and backward
-        + 1 // Adam
+        + 5 // the fused losses: CE ×2 (forward+grad, backward), BCE forward+grad
+        + 2 // Adam: flat buffer, per-tensor segments (one launch)
         + 2; // gather
     assert_eq!(report.rows.len(), expected);
+    let sizes = bench::adam_tensor_sizes(&cfg);
+    assert!(sizes.len() > 10 && sizes.iter().sum::<usize>() == bench::adam_params(&cfg));
     for r in &report.rows {
         let ms =
             r.ms.unwrap_or_else(|| panic!("{} {} did not run: {}", r.name, r.direction, r.note));
@@ -132,7 +135,14 @@ fn filter_selects_rows() {
         .iter()
         .map(|r| format!("{} {}", r.name, r.direction))
         .collect();
-    assert_eq!(names, ["D.conv4 backward-data", "Adam(exp1) step"]);
+    assert_eq!(
+        names,
+        [
+            "D.conv4 backward-data",
+            "Adam(exp1) step",
+            "Adam(exp1) step, per-tensor segments"
+        ]
+    );
 }
 
 #[test]

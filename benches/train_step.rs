@@ -255,7 +255,7 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "- ndf = ngf = {width}, nz {nz}; median of {iters} timed iterations after 1 warm-up (host clock around `Trainer::step`, which ends by downloading the losses)"
+        "- ndf = ngf = {width}, nz {nz}; rows cpu/sync/async: median of {iters} timed iterations after 1 warm-up (host clock around `Trainer::step`, which ends by downloading the losses); rows no-graph/graph (GPU backend): {iters} iterations as `gtadapt train` runs them (embedded data resident, the epoch's schedule on the device; graph: replays of one captured CUDA graph) after 3 warm-up ones, timed together to one final synchronization, mean"
     );
     let _ = writeln!(
         md,

@@ -198,8 +198,8 @@ pub struct Trainer<B: Backend = Cpu> {
     /// Iterations done so far.
     pub iteration: u64,
     /// When set, the next adversarial step keeps its generated images in `generated`.
-    pub capture: bool,
-    /// (g_s, g_t) of the last step run with `capture` set.
+    pub keep_samples: bool,
+    /// (g_s, g_t) of the last step run with `keep_samples` set.
     pub generated: Option<(Tensor, Tensor)>,
     /// When set, every gradient handed to Adam is kept in `recorded_grads` (parity tests).
     pub record_grads: bool,
@@ -255,7 +255,7 @@ impl Trainer {
             adversary,
             adam: Vec::new(),
             iteration: 0,
-            capture: false,
+            keep_samples: false,
             generated: None,
             record_grads: false,
             recorded_grads: Vec::new(),
@@ -308,7 +308,7 @@ impl<B: Backend> Trainer<B> {
             adversary: self.adversary.to_backend(from, &to)?,
             adam,
             iteration: self.iteration,
-            capture: self.capture,
+            keep_samples: self.keep_samples,
             generated: self.generated.clone(),
             record_grads: self.record_grads,
             recorded_grads: self.recorded_grads.clone(),
@@ -579,10 +579,10 @@ impl<B: Backend> Trainer<B> {
             let g_t = g.forward(&mut tape, &gv, oh_t, e_t, z_t, true)?;
             (gv, g_s, g_t)
         };
-        if self.capture {
+        if self.keep_samples {
             let b = &self.backend;
             self.generated = Some((b.download(tape.value(g_s))?, b.download(tape.value(g_t))?));
-            self.capture = false;
+            self.keep_samples = false;
         }
         let c_s = self.c.forward(&mut tape, &cv, e_s, true)?;
         let loss_c = tape.cross_entropy_with(c_s, y)?;

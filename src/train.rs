@@ -679,7 +679,7 @@ fn run_with<B: Backend>(
                     .into_backend(&backend)?;
                     let noise =
                         noise_on(&backend, cfg.seed, trainer.iteration, cfg.batch_size, nz)?;
-                    trainer.capture = sample;
+                    trainer.keep_samples = sample;
                     let l = trainer.step_deferred(&batch, &noise)?;
                     backend.accumulate(&mut acc, &l)?;
                 }
@@ -955,7 +955,7 @@ impl<B: Backend> ScheduledIteration<'_, B> {
         let before = trainer.host_counters();
         let batch = scheduled_batch(backend, self.experiment, self.images)?;
         let noise = scheduled_noise(backend, self.noise_shape)?;
-        trainer.capture = sample;
+        trainer.keep_samples = sample;
         let l = trainer.step_deferred(&batch, &noise)?;
         backend.accumulate(acc, &l)?;
         backend.advance_schedule()?;

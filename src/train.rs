@@ -972,6 +972,32 @@ impl<B: Backend> ScheduledIteration<'_, B> {
     }
 }
 
+/// The run's training images resident on `backend` and epoch 1's schedule loaded (what the
+/// iteration benchmark and the planner start from).
+fn first_epoch_on_device<B: Backend>(
+    backend: &B,
+    cfg: &RunConfig,
+    trainer: &Trainer<B>,
+    data: &RunData,
+) -> Result<(B::Images, B::Images)> {
+    let images = match (
+        backend.resident_split(&data.source.train)?,
+        backend.resident_split(&data.target.train)?,
+    ) {
+        (Some(s), Some(t)) => (s, t),
+        _ => {
+            return Err(Error::invalid(
+                "train",
+                "the backend keeps no resident images",
+            ))
+        }
+    };
+    if !load_epoch_schedule(backend, cfg, trainer, &images, data, 1, 0)? {
+        return Err(Error::invalid("train", "the backend takes no schedule"));
+    }
+    Ok(images)
+}
+
 /// Milliseconds per training iteration as `train` runs them on `backend` when it keeps the
 /// images resident: the run's data and epoch-1 schedule, `warmup` iterations (the first keeps
 /// samples, the next settle the arena and capture the graph when `backend` uses graphs), then
@@ -996,24 +1022,7 @@ pub fn time_iterations<B: Backend>(
     }
     let mut trainer =
         Trainer::new(cfg.experiment, cfg.hyper, cfg.seed).to_backend(backend.clone())?;
-    let images = match (
-        backend.resident_split(&data.source.train)?,
-        backend.resident_split(&data.target.train)?,
-    ) {
-        (Some(s), Some(t)) => (s, t),
-        _ => {
-            return Err(Error::invalid(
-                "time iterations",
-                "the backend keeps no resident images",
-            ))
-        }
-    };
-    if !load_epoch_schedule(&backend, cfg, &trainer, &images, &data, 1, 0)? {
-        return Err(Error::invalid(
-            "time iterations",
-            "the backend takes no schedule",
-        ));
-    }
+    let images = first_epoch_on_device(&backend, cfg, &trainer, &data)?;
     let mut acc = backend.upload_persistent(&Tensor::zeros([4])?)?;
     let noise_shape = crate::shape::Shape::new(&[cfg.batch_size, cfg.hyper.widths.nz]);
     let mut replay_counters = Vec::new();
@@ -1069,14 +1078,7 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
     let mut launches = 0;
     if cfg.input_norm == InputNorm::Dataset {
         let data = RunData::open(cfg)?;
-        let resident = match (
-            backend.resident_split(&data.source.train)?,
-            backend.resident_split(&data.target.train)?,
-        ) {
-            (Some(s), Some(t)) => (s, t),
-            _ => return Err(Error::invalid("plan", "the GPU backend keeps no images")),
-        };
-        load_epoch_schedule(&backend, cfg, &trainer, &resident, &data, 1, 0)?;
+        let resident = first_epoch_on_device(&backend, cfg, &trainer, &data)?;
         let shape = crate::shape::Shape::new(&[n, cfg.hyper.widths.nz]);
         let mut replay_counters = Vec::new();
         let mut it = ScheduledIteration {

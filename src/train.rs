@@ -1061,12 +1061,23 @@ pub fn time_iterations<B: Backend>(
 /// depends only on shapes). Exact for the arena and the persistent allocations; the CUDA
 /// context and loaded modules come on top.
 pub fn plan_device_memory(cfg: &RunConfig) -> Result<MemoryStats> {
-    Ok(plan_device(cfg)?.0)
+    Ok(plan_device(cfg)?.memory)
 }
 
-/// [`plan_device_memory`] and the number of kernel launches of one training iteration (the
-/// host's launch work, which a CUDA graph would replace by one launch).
-pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
+/// What a GPU run of `cfg` needs, found by the planner.
+#[derive(Clone, Debug)]
+pub struct DevicePlan {
+    /// See [`plan_device_memory`].
+    pub memory: MemoryStats,
+    /// Kernel launches of one training iteration (what a CUDA graph holds).
+    pub launches: u64,
+    /// The same per kernel, most launched first.
+    pub by_kernel: Vec<(String, u64)>,
+}
+
+/// [`plan_device_memory`] and the kernel launches of one training iteration, in all and per
+/// kernel.
+pub fn plan_device(cfg: &RunConfig) -> Result<DevicePlan> {
     let planner = crate::gpu::plan::Planner::default();
     let backend = Gpu::new(planner.clone());
     let mut trainer =
@@ -1076,6 +1087,7 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
     // Two iterations as the run makes them: the first sizes the arena, the second runs inside
     // it (and is what a CUDA graph captures: its launches are counted).
     let mut launches = 0;
+    let mut by_kernel = std::collections::BTreeMap::new();
     if cfg.input_norm == InputNorm::Dataset {
         let data = RunData::open(cfg)?;
         let resident = first_epoch_on_device(&backend, cfg, &trainer, &data)?;
@@ -1089,18 +1101,20 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
             replay_counters: &mut replay_counters,
         };
         for i in 0..2 {
-            let before = planner.launches();
+            let before = (planner.launches(), planner.launches_by_kernel());
             it.run(&mut trainer, &mut acc, false, i > 0)?;
-            launches = planner.launches() - before;
+            launches = planner.launches() - before.0;
+            by_kernel = per_kernel_since(&before.1, planner.launches_by_kernel());
         }
     } else {
         let images = Tensor::zeros([n, 3, 32, 32])?;
         let batch = Batch::from_normalized(images.clone(), vec![0; n], images)?;
         let noise = noise_for(cfg.seed, 0, n, cfg.hyper.widths.nz)?;
         for _ in 0..2 {
-            let before = planner.launches();
+            let before = (planner.launches(), planner.launches_by_kernel());
             trainer.step(&batch, &noise)?;
-            launches = planner.launches() - before;
+            launches = planner.launches() - before.0;
+            by_kernel = per_kernel_since(&before.1, planner.launches_by_kernel());
         }
     }
     let mut counter = backend.counter()?;
@@ -1109,7 +1123,27 @@ pub fn plan_device(cfg: &RunConfig) -> Result<(MemoryStats, u64)> {
     let memory = backend
         .memory_stats()
         .ok_or_else(|| Error::invalid("plan", "the GPU backend reports no memory"))?;
-    Ok((memory, launches))
+    let mut by_kernel: Vec<(String, u64)> = by_kernel.into_iter().collect();
+    by_kernel.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(DevicePlan {
+        memory,
+        launches,
+        by_kernel,
+    })
+}
+
+/// Launches per kernel between two counts.
+fn per_kernel_since(
+    before: &std::collections::BTreeMap<String, u64>,
+    now: std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    now.into_iter()
+        .map(|(k, n)| {
+            let b = before.get(&k).copied().unwrap_or(0);
+            (k, n - b)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// The two curves of the accuracy plot.

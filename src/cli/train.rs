@@ -481,8 +481,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     )?;
     if args.dry_run {
         print_networks(exp, cfg.hyper);
-        let (m, launches) = train::plan_device(&cfg)
+        let plan = train::plan_device(&cfg)
             .context("could not plan the device memory of this configuration")?;
+        let (m, launches) = (plan.memory, plan.launches);
         println!(
             "device memory on the GPU backend (batch {}): {:.1} MiB persistent (parameters, \
              batch-norm buffers, Adam moments, resident training images) + {:.1} MiB \
@@ -497,6 +498,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
              once as a CUDA graph and replayed as one launch per iteration; --no-graph runs \
              them one by one)"
         );
+        let top: Vec<String> = plan
+            .by_kernel
+            .iter()
+            .take(8)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!("  most launched: {}", top.join(", "));
         return Ok(());
     }
     let out = args

@@ -8,20 +8,28 @@
 //! reports it. Its buffers are host memory that stays zero (allocated lazily by the OS).
 
 use super::{DeviceBuffer, DeviceRepr, Emulator, Executor, GpuError, LaunchConfig, Memory};
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Allocates like a device; launches nothing, but counts the launches (clones share the count).
+/// Allocates like a device; launches nothing, but counts the launches, in all and per kernel
+/// (clones share the counts).
 #[derive(Clone, Debug, Default)]
 pub struct Planner {
     launches: Arc<AtomicU64>,
+    by_kernel: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Planner {
     /// Kernel launches so far.
     pub fn launches(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    /// Launches so far per kernel.
+    pub fn launches_by_kernel(&self) -> BTreeMap<String, u64> {
+        self.by_kernel.lock().map(|m| m.clone()).unwrap_or_default()
     }
 }
 
@@ -52,6 +60,9 @@ impl Executor for Planner {
             });
         }
         self.launches.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.by_kernel.lock() {
+            *m.entry(kernel.to_string()).or_default() += 1;
+        }
         Ok(())
     }
 }

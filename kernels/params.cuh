@@ -89,6 +89,21 @@ struct CopyParams {
 };
 static_assert(sizeof(CopyParams) == 24, "CopyParams size");
 
+// copy_segments: dst_j = src_j for every segment j of a table in device memory (one launch
+// for a network's parameter snapshots); blockIdx.y = segment.
+struct CopySegment {
+    const float* src;
+    float* dst;
+    unsigned long long n;
+};
+static_assert(sizeof(CopySegment) == 24, "CopySegment size");
+struct CopySegmentsParams {
+    const CopySegment* segments;
+    unsigned n_segments;
+    unsigned pad;
+};
+static_assert(sizeof(CopySegmentsParams) == 16, "CopySegmentsParams size");
+
 // scale: y = a·x;  axpy: y += a·x (the product rounded, then the sum: no FMA).
 struct ScaleParams {
     const float* x;
@@ -105,6 +120,16 @@ struct AxpyParams {
     unsigned n;
 };
 static_assert(sizeof(AxpyParams) == 24, "AxpyParams size");
+
+// add: y = a + b (one rounding, as the CPU's `a + b`).
+struct AddParams {
+    const float* a;
+    const float* b;
+    float* y;
+    unsigned n;
+    unsigned pad;
+};
+static_assert(sizeof(AddParams) == 32, "AddParams size");
 
 // ---- kernels/layout.cu (src/gpu/kernels/layout.rs) ----
 // One part of a dim-1 concatenation: `part` is [items][part_block], `whole` is

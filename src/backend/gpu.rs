@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels::adam::{AdamSegment, AdamStepScalars, StepScalars};
 use crate::gpu::kernels::conv::Precision;
 use crate::gpu::kernels::data::{gather as gather_k, DeviceImages, Rows};
+use crate::gpu::kernels::elementwise::CopySegment;
 use crate::gpu::kernels::{
     activation as act_k, adam as adam_k, batchnorm as bn_k, conv as conv_k, elementwise,
     layout as layout_k, linear as linear_k, loss as loss_k, pool as pool_k, rng as rng_k,
@@ -132,6 +133,9 @@ struct Inner<M: Memory> {
     graph: RefCell<Option<Captured<M>>>,
     /// Per Adam slot: the segment table in device memory and its host copy.
     adam_segments: RefCell<HashMap<usize, SegmentTable<M>>>,
+    /// Segment tables of [`Backend::snapshot_all`], by content (in steady state every bind of
+    /// an iteration finds its table: same parameters, same arena addresses).
+    copy_tables: RefCell<HashMap<Vec<CopySegment>, M::Buf<CopySegment>>>,
     /// Iterations replayed from a graph (statistics).
     replays: Cell<u64>,
     /// Whether iterations may be captured.
@@ -276,6 +280,7 @@ impl<M: Memory> Gpu<M> {
                 capturing: RefCell::new(None),
                 graph: RefCell::new(None),
                 adam_segments: RefCell::new(HashMap::new()),
+                copy_tables: RefCell::new(HashMap::new()),
                 replays: Cell::new(0),
                 graphs: Cell::new(true),
             }),
@@ -964,6 +969,42 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
             elementwise::copy(&self.inner.exec, x, y)
         })
     }
+    fn snapshot_all(&self, ts: &[&GpuTensor<M>]) -> Result<Vec<GpuTensor<M>>> {
+        /// More distinct tables than any run binds: beyond, the cache starts over.
+        const MAX_TABLES: usize = 64;
+        let mut out = Vec::with_capacity(ts.len());
+        let mut segs = Vec::with_capacity(ts.len());
+        let mut max_n = 0;
+        for t in ts {
+            let src = self.buf(t)?.device_ptr();
+            let (buf, shape, generation) = self.tensor(t.shape.clone())?;
+            max_n = max_n.max(buf.len());
+            segs.push(CopySegment {
+                src,
+                dst: buf.device_ptr(),
+                n: buf.len() as u64,
+            });
+            out.push(Self::wrap(buf, shape, generation));
+        }
+        let mut tables = self.inner.copy_tables.borrow_mut();
+        if !tables.contains_key(&segs) {
+            self.not_capturing("a new parameter-snapshot table")?;
+            if tables.len() >= MAX_TABLES {
+                tables.clear();
+                // A graph may hold a dropped table's address.
+                self.inner.layout.set(self.inner.layout.get() + 1);
+            }
+            // Not counted in the persistent bytes: how many tables a run makes depends on its
+            // evaluation chunks (≤ MAX_TABLES × 24 bytes per tensor of a network, a few KiB).
+            let dev = self.inner.exec.upload(&segs)?;
+            tables.insert(segs.clone(), dev);
+        }
+        // SAFETY: each segment copies a live persistent or current-iteration tensor into a
+        // fresh arena allocation of the same length made just above (distinct from each other
+        // and from every source); the table was built from exactly these addresses.
+        unsafe { elementwise::copy_segments(&self.inner.exec, &tables[&segs], max_n)? };
+        Ok(out)
+    }
     fn running_stats(&self, s: &RunningStats) -> Result<GpuRunningStats<M>> {
         Ok(GpuRunningStats {
             mean: self.persistent(&s.mean)?,
@@ -1012,11 +1053,8 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     fn add(&self, a: &GpuTensor<M>, b: &GpuTensor<M>) -> Result<GpuTensor<M>> {
         same_shape("add", &a.shape, &b.shape)?;
         let (ab, bb) = (self.buf(a)?, self.buf(b)?);
-        let exec = &self.inner.exec;
-        // y = a, then y += 1·b: the product is exact, so y = a + b rounded once (as the CPU).
         self.output(a.shape.clone(), |y| {
-            elementwise::copy(exec, ab, y)?;
-            elementwise::axpy(exec, 1.0, bb, y)
+            elementwise::add(&self.inner.exec, ab, bb, y)
         })
     }
     fn scale(&self, a: &GpuTensor<M>, c: f32) -> Result<GpuTensor<M>> {

@@ -131,16 +131,20 @@ pub trait Backend: Clone + 'static {
     }
     /// A per-iteration copy of a persistent tensor (binding a parameter on a tape).
     fn snapshot(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
+    /// [`Backend::snapshot`] of several tensors (a network's parameters: one launch on a GPU).
+    fn snapshot_all(&self, ts: &[&Self::Tensor]) -> Result<Vec<Self::Tensor>> {
+        ts.iter().map(|t| self.snapshot(t)).collect()
+    }
     fn running_stats(&self, s: &RunningStats) -> Result<Self::RunningStats>;
     fn download_running_stats(&self, s: &Self::RunningStats) -> Result<RunningStats>;
     fn adam_state(&self, s: &AdamState) -> Result<Self::AdamState>;
     fn download_adam_state(&self, s: &Self::AdamState) -> Result<AdamState>;
 
     // ---- data ----
-    /// The images (and labels) of a split kept in this backend's memory when the backend gathers batches
-    /// itself (the GPU: u8 on the device, one upload per run); `None` when batches are
-    /// prepared on the host and uploaded (the CPU).
-    /// The split's labels come along, so a scheduled batch has its labels on the device too.
+    /// The images and labels of a split kept in this backend's memory when the backend
+    /// gathers batches itself (the GPU: u8 on the device, one upload per run, so a scheduled
+    /// batch has its labels on the device too); `None` when batches are prepared on the host
+    /// and uploaded (the CPU).
     fn resident_split(&self, split: &crate::data::Split) -> Result<Option<Self::Images>>;
     /// N(0, 1) draws `rng::normal(seed, stream, offset)` of `shape` (the same bits on every
     /// backend).

@@ -206,13 +206,9 @@ impl<B: Backend> Network<B> {
     /// Puts every parameter on `tape` as a differentiable leaf, in parameter order (a
     /// snapshot: later updates of the parameters do not change what the tape saw).
     pub fn bind(&self, tape: &mut Tape<B>) -> Result<Vec<Var>> {
-        self.params
-            .iter()
-            .map(|p| {
-                let v = tape.backend().snapshot(&p.value)?;
-                Ok(tape.param(v))
-            })
-            .collect()
+        let values: Vec<&B::Tensor> = self.params.iter().map(|p| &p.value).collect();
+        let copies = tape.backend().snapshot_all(&values)?;
+        Ok(copies.into_iter().map(|v| tape.param(v)).collect())
     }
 
     /// Runs sequential `seq` on `x`. `vars` come from [`Network::bind`] on the same tape.

@@ -1,7 +1,8 @@
 //! The kernels of captured iterations against the CPU: the scheduled forms of the batch gather
 //! (rows and labels of the entry at a device cursor), the noise (offsets table) and Adam (one
 //! launch per network, scalars from a table), the cursor advance, the one-hot rows and the u32
-//! fill. Every scheduled kernel reads the cursor at run time, so each case runs it, advances
+//! fill; and the kernels that do in one launch what took several (`copy_segments`: a network's
+//! parameter snapshots; `add_f32`). Every scheduled kernel reads the cursor at run time, so each case runs it, advances
 //! the cursor on the device and runs the very same launch again: the second result must be the
 //! next entry's. A cursor past a table gives NaN, never an out-of-bounds read.
 
@@ -19,6 +20,52 @@ pub fn scheduled_kernels<M: Memory>(exec: &M, seed: u64, r: &mut Report) -> Resu
     noise(exec, r)?;
     adam_multi(exec, &mut rng, r)?;
     one_hot_and_fill(exec, &mut rng, r)?;
+    copies_and_adds(exec, &mut rng, r)?;
+    Ok(())
+}
+
+/// `copy_segments` over buffers of awkward sizes (one launch) and `add_f32`, both bit for bit.
+fn copies_and_adds<M: Memory>(exec: &M, rng: &mut Rng, r: &mut Report) -> Result<(), GpuError> {
+    let sizes = [1usize, 3, 257, 1000, 70_001];
+    let srcs: Vec<Vec<f32>> = sizes.iter().map(|&n| awkward(rng, n, -2.0, 2.0)).collect();
+    let src_d = srcs
+        .iter()
+        .map(|v| exec.upload(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dst_d = sizes
+        .iter()
+        .map(|&n| nan(exec, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let segs: Vec<elementwise::CopySegment> = src_d
+        .iter()
+        .zip(&dst_d)
+        .map(|(s, d)| elementwise::CopySegment {
+            src: s.device_ptr(),
+            dst: d.device_ptr(),
+            n: s.len() as u64,
+        })
+        .collect();
+    let table = exec.upload(&segs)?;
+    let k = "copy_segments";
+    let s = format!("n={sizes:?}");
+    // SAFETY: each segment addresses two distinct live buffers of n floats made above.
+    let res = unsafe { elementwise::copy_segments(exec, &table, 70_001) };
+    if r.launched(k, &s, Tolerance::Ulps(0), res) {
+        for (d, want) in dst_d.iter_mut().zip(&srcs) {
+            r.ulps(k, &s, &d.read()?, want, 0);
+        }
+    }
+    let k = "add_f32";
+    for n in [1usize, 3, 257, 1000] {
+        let (a, b) = (awkward(rng, n, -3.0, 3.0), awkward(rng, n, -3.0, 3.0));
+        let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        let (ad, bd) = (exec.upload(&a)?, exec.upload(&b)?);
+        let mut y = nan(exec, n)?;
+        let res = elementwise::add(exec, &ad, &bd, &mut y);
+        if r.launched(k, &format!("n={n}"), Tolerance::Ulps(0), res) {
+            r.ulps(k, &format!("n={n}"), &y.read()?, &want, 0);
+        }
+    }
     Ok(())
 }
 

@@ -127,8 +127,8 @@ impl Backend for Cpu {
     fn upload_labels(&self, labels: &[u32]) -> Result<Vec<u32>> {
         Ok(labels.to_vec())
     }
-    fn snapshot(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(t.clone())
+    fn snapshot(&self, ts: &[&Tensor]) -> Result<Vec<Tensor>> {
+        Ok(ts.iter().map(|&t| t.clone()).collect())
     }
     fn running_stats(&self, s: &RunningStats) -> Result<RunningStats> {
         Ok(s.clone())

@@ -133,7 +133,7 @@ struct Inner<M: Memory> {
     graph: RefCell<Option<Captured<M>>>,
     /// Per Adam slot: the segment table in device memory and its host copy.
     adam_segments: RefCell<HashMap<usize, SegmentTable<M>>>,
-    /// Segment tables of [`Backend::snapshot_all`], by content (in steady state every bind of
+    /// Segment tables of [`Backend::snapshot`], by content (in steady state every bind of
     /// an iteration finds its table: same parameters, same arena addresses).
     copy_tables: RefCell<HashMap<Vec<CopySegment>, M::Buf<CopySegment>>>,
     /// Iterations replayed from a graph (statistics).
@@ -864,10 +864,6 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     }
 
     fn replay(&self) -> Result<bool> {
-        if self.inner.graph.borrow().is_none() {
-            return Ok(false);
-        }
-        self.begin_iteration()?;
         let mut slot = self.inner.graph.borrow_mut();
         let Some(g) = slot.as_ref() else {
             return Ok(false);
@@ -876,18 +872,19 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let fits = sched
             .as_ref()
             .is_some_and(|s| s.host_step + g.advances <= s.steps);
-        let chunk = self
-            .inner
-            .arena
-            .borrow()
-            .chunk
-            .as_ref()
-            .map_or(0, |c| c.device_ptr());
-        if !fits || chunk != g.chunk || self.inner.layout.get() != g.layout {
+        // The reset below keeps the chunk unless the iteration before outgrew it.
+        let arena_stays = {
+            let a = self.inner.arena.borrow();
+            let chunk = a.chunk.as_ref();
+            chunk.map_or(0, |c| c.device_ptr()) == g.chunk
+                && a.peak.max(a.offset + a.overflow) <= chunk.map_or(0, |c| c.len())
+        };
+        if !fits || !arena_stays || self.inner.layout.get() != g.layout {
             // Memory moved (or the schedule ends): capture again from a normal iteration.
             *slot = None;
             return Ok(false);
         }
+        self.begin_iteration()?;
         self.inner.exec.graph_launch(&g.graph)?;
         if let Some(s) = sched.as_mut() {
             s.host_step += g.advances;
@@ -924,12 +921,8 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let used = a.offset + a.overflow;
         a.peak = a.peak.max(used);
         let capacity = a.chunk.as_ref().map_or(0, |c| c.len());
-        // An iteration that allocated nothing (a declined replay's reset) says nothing new.
-        if a.offset + a.overflow > 0 {
-            a.settled = a.chunk.is_some() && a.overflow == 0 && a.peak <= capacity;
-        }
+        a.settled = a.chunk.is_some() && a.overflow == 0 && a.peak <= capacity;
         if a.peak > capacity {
-            a.settled = false;
             // One chunk for a whole iteration from now on (views still alive keep the old
             // chunk until they drop; generation checks stop them being used).
             let bytes = a.peak.div_ceil(ALIGN) * ALIGN;
@@ -963,13 +956,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
     fn upload_persistent(&self, t: &Tensor) -> Result<GpuTensor<M>> {
         Ok(Self::wrap(self.persistent(t.data())?, t.shape().clone(), 0))
     }
-    fn snapshot(&self, t: &GpuTensor<M>) -> Result<GpuTensor<M>> {
-        let x = self.buf(t)?;
-        self.output(t.shape.clone(), |y| {
-            elementwise::copy(&self.inner.exec, x, y)
-        })
-    }
-    fn snapshot_all(&self, ts: &[&GpuTensor<M>]) -> Result<Vec<GpuTensor<M>>> {
+    fn snapshot(&self, ts: &[&GpuTensor<M>]) -> Result<Vec<GpuTensor<M>>> {
         /// More distinct tables than any run binds: beyond, the cache starts over.
         const MAX_TABLES: usize = 64;
         let mut out = Vec::with_capacity(ts.len());

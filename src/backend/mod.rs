@@ -129,12 +129,9 @@ pub trait Backend: Clone + 'static {
     fn upload_persistent(&self, t: &Tensor) -> Result<Self::Tensor> {
         self.upload(t)
     }
-    /// A per-iteration copy of a persistent tensor (binding a parameter on a tape).
-    fn snapshot(&self, t: &Self::Tensor) -> Result<Self::Tensor>;
-    /// [`Backend::snapshot`] of several tensors (a network's parameters: one launch on a GPU).
-    fn snapshot_all(&self, ts: &[&Self::Tensor]) -> Result<Vec<Self::Tensor>> {
-        ts.iter().map(|t| self.snapshot(t)).collect()
-    }
+    /// Per-iteration copies of persistent tensors (binding a network's parameters on a tape:
+    /// one launch on a GPU).
+    fn snapshot(&self, ts: &[&Self::Tensor]) -> Result<Vec<Self::Tensor>>;
     fn running_stats(&self, s: &RunningStats) -> Result<Self::RunningStats>;
     fn download_running_stats(&self, s: &Self::RunningStats) -> Result<RunningStats>;
     fn adam_state(&self, s: &AdamState) -> Result<Self::AdamState>;

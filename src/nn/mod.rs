@@ -207,7 +207,7 @@ impl<B: Backend> Network<B> {
     /// snapshot: later updates of the parameters do not change what the tape saw).
     pub fn bind(&self, tape: &mut Tape<B>) -> Result<Vec<Var>> {
         let values: Vec<&B::Tensor> = self.params.iter().map(|p| &p.value).collect();
-        let copies = tape.backend().snapshot_all(&values)?;
+        let copies = tape.backend().snapshot(&values)?;
         Ok(copies.into_iter().map(|v| tape.param(v)).collect())
     }
 

@@ -437,13 +437,18 @@ impl Backend for Cpu {
         Tensor::new(logits.shape().clone(), dx)
     }
 
-    fn adam_step(
+    fn adam_update(
         &self,
-        param: &mut Tensor,
-        grad: &Tensor,
-        state: &mut AdamState,
+        params: &mut [&mut Tensor],
+        grads: &[Tensor],
+        states: &mut [AdamState],
         cfg: &AdamConfig,
+        _slot: usize,
     ) -> Result<()> {
-        state.step(param.data_mut(), grad.data(), cfg)
+        super::check_adam_counts(params.len(), grads.len(), states.len())?;
+        for ((p, g), s) in params.iter_mut().zip(grads).zip(states.iter_mut()) {
+            s.step(p.data_mut(), g.data(), cfg)?;
+        }
+        Ok(())
     }
 }

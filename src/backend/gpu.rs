@@ -1502,40 +1502,6 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         })
     }
 
-    fn adam_step(
-        &self,
-        param: &mut GpuTensor<M>,
-        grad: &GpuTensor<M>,
-        state: &mut GpuAdamState<M>,
-        cfg: &AdamConfig,
-    ) -> Result<()> {
-        const OP: &str = "adam";
-        same_shape(OP, &param.shape, &grad.shape)?;
-        let gb = self.buf(grad)?;
-        let step = state
-            .step
-            .get()
-            .checked_add(1)
-            .ok_or_else(|| Error::invalid(OP, "step counter overflow"))?;
-        let pb = Rc::get_mut(&mut param.buf).ok_or_else(|| {
-            Error::invalid(
-                OP,
-                "the parameter is shared (bind makes copies; this is a bug)",
-            )
-        })?;
-        adam_k::step(
-            &self.inner.exec,
-            pb,
-            gb,
-            &mut state.m,
-            &mut state.v,
-            step,
-            cfg,
-        )?;
-        state.step.set(step);
-        Ok(())
-    }
-
     fn adam_update(
         &self,
         params: &mut [&mut GpuTensor<M>],
@@ -1545,17 +1511,7 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         slot: usize,
     ) -> Result<()> {
         const OP: &str = "adam";
-        if params.len() != grads.len() || params.len() != states.len() {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "{} parameters, {} gradients, {} states",
-                    params.len(),
-                    grads.len(),
-                    states.len()
-                ),
-            ));
-        }
+        super::check_adam_counts(params.len(), grads.len(), states.len())?;
         let Some(first) = states.first() else {
             return Ok(());
         };

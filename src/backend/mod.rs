@@ -354,40 +354,28 @@ pub trait Backend: Clone + 'static {
     ) -> Result<Self::Tensor>;
 
     // ---- optimizer ----
-    /// One Adam step on `param` in place (the step count is in `state`).
-    fn adam_step(
-        &self,
-        param: &mut Self::Tensor,
-        grad: &Self::Tensor,
-        state: &mut Self::AdamState,
-        cfg: &AdamConfig,
-    ) -> Result<()>;
-    /// One Adam step on every parameter of a network (one launch on a GPU). `slot` is the
-    /// network's column in a loaded schedule's Adam table.
+    /// One Adam step on every parameter of a network, in place (the step counts are in
+    /// `states`; one launch on a GPU). `slot` is the network's column in a loaded schedule's
+    /// Adam table.
     fn adam_update(
         &self,
         params: &mut [&mut Self::Tensor],
         grads: &[Self::Tensor],
         states: &mut [Self::AdamState],
         cfg: &AdamConfig,
-        _slot: usize,
-    ) -> Result<()> {
-        if params.len() != grads.len() || params.len() != states.len() {
-            return Err(crate::error::Error::invalid(
-                "adam",
-                format!(
-                    "{} parameters, {} gradients, {} states",
-                    params.len(),
-                    grads.len(),
-                    states.len()
-                ),
-            ));
-        }
-        for ((p, g), s) in params.iter_mut().zip(grads).zip(states.iter_mut()) {
-            self.adam_step(p, g, s, cfg)?;
-        }
-        Ok(())
+        slot: usize,
+    ) -> Result<()>;
+}
+
+/// The argument counts of [`Backend::adam_update`] agree.
+pub(crate) fn check_adam_counts(params: usize, grads: usize, states: usize) -> Result<()> {
+    if params != grads || params != states {
+        return Err(crate::error::Error::invalid(
+            "adam",
+            format!("{params} parameters, {grads} gradients, {states} states"),
+        ));
     }
+    Ok(())
 }
 
 fn no_schedule() -> crate::error::Error {

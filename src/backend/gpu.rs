@@ -673,7 +673,8 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
                     batch: 0,
                     rows: Vec::new(),
                     noise: None,
-                    adam: self.upload_table(&adam_flat)?,
+                    // Filled below, like every table.
+                    adam: self.upload_table(&[])?,
                     adam_host: Vec::new(),
                     slots: 0,
                 }
@@ -682,7 +683,9 @@ impl<M: Memory + 'static> Backend for Gpu<M> {
         let mut rows = std::mem::take(&mut d.rows);
         let ids: Vec<u64> = sc.rows.iter().map(|(im, _)| im.id()).collect();
         if rows.iter().map(|(id, _)| *id).collect::<Vec<_>>() != ids {
-            rows.clear();
+            for (_, old) in rows.drain(..) {
+                self.release_table(&old);
+            }
             self.inner.layout.set(self.inner.layout.get() + 1);
         }
         for (i, (images, table)) in sc.rows.iter().enumerate() {
